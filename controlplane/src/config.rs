@@ -1,0 +1,120 @@
+//! Flags and config file of `constellation-controlplane` (one struct is both; see
+//! `constellation_proto::process` for the precedence rules), and their resolution
+//! into a checked [`Config`].
+
+use crate::{Error, Result};
+use constellation_proto::process::LogFlags;
+use serde::{Deserialize, Serialize};
+use std::net::SocketAddr;
+use std::path::PathBuf;
+
+pub const DEFAULT_API_LISTEN: &str = "127.0.0.1:7400";
+pub const DEFAULT_RAFT_LISTEN: &str = "127.0.0.1:7401";
+
+/// Run a member of the Constellation control plane (a Raft cluster).
+#[derive(Debug, Clone, Default, clap::Parser, Serialize, Deserialize)]
+#[command(name = "constellation-controlplane", version)]
+#[serde(deny_unknown_fields, default)]
+pub struct Flags {
+    /// Config file (.yaml, .yml or .toml); flags and environment override its keys.
+    #[arg(long, env = "CONSTELLATION_CONFIG")]
+    #[serde(skip)]
+    pub config: Option<PathBuf>,
+    /// This member's Raft id: a positive integer, unique in the cluster.
+    #[arg(long, env = "CONSTELLATION_ID")]
+    pub id: Option<u64>,
+    /// Directory of the Raft log and state; created when missing.
+    #[arg(long, env = "CONSTELLATION_DATA_DIR")]
+    pub data_dir: Option<PathBuf>,
+    /// Address of the client and agent gRPC API [default: 127.0.0.1:7400].
+    #[arg(long, env = "CONSTELLATION_API_LISTEN")]
+    pub api_listen: Option<SocketAddr>,
+    /// Address of the peer (Raft) gRPC API [default: 127.0.0.1:7401].
+    #[arg(long, env = "CONSTELLATION_RAFT_LISTEN")]
+    pub raft_listen: Option<SocketAddr>,
+    /// Start a new cluster with this member as its only voter.
+    #[arg(long, env = "CONSTELLATION_BOOTSTRAP", num_args = 0..=1, default_missing_value = "true")]
+    pub bootstrap: Option<bool>,
+    /// Join an existing cluster through any of its members' API addresses.
+    #[arg(
+        long,
+        env = "CONSTELLATION_JOIN",
+        value_delimiter = ',',
+        conflicts_with = "bootstrap"
+    )]
+    pub join: Option<Vec<String>>,
+    #[command(flatten)]
+    pub log: LogFlags,
+}
+
+/// How this member enters a cluster.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum Start {
+    Bootstrap,
+    Join(Vec<String>),
+    /// Neither flag: resume from the data directory.
+    Resume,
+}
+
+#[derive(Debug, Clone)]
+pub struct Config {
+    pub id: u64,
+    pub data_dir: PathBuf,
+    pub api_listen: SocketAddr,
+    pub raft_listen: SocketAddr,
+    pub start: Start,
+}
+
+impl Flags {
+    /// Checks the merged flags; every problem is reported, named by its key.
+    pub fn resolve(self) -> Result<Config> {
+        let mut bad = crate::FieldViolations::default();
+        let id = match self.id {
+            Some(0) => {
+                bad.push("id", "must be a positive integer");
+                0
+            }
+            Some(id) => id,
+            None => {
+                bad.push("id", "is required (--id or CONSTELLATION_ID)");
+                0
+            }
+        };
+        if self.data_dir.is_none() {
+            bad.push(
+                "data_dir",
+                "is required (--data-dir or CONSTELLATION_DATA_DIR)",
+            );
+        }
+        let start = match (self.bootstrap.unwrap_or(false), self.join) {
+            (true, Some(_)) => {
+                bad.push("join", "cannot be combined with bootstrap");
+                Start::Bootstrap
+            }
+            (true, None) => Start::Bootstrap,
+            (false, Some(addrs)) if addrs.iter().all(|a| a.trim().is_empty()) => {
+                bad.push("join", "needs at least one member address");
+                Start::Resume
+            }
+            (false, Some(addrs)) => Start::Join(addrs),
+            (false, None) => Start::Resume,
+        };
+        bad.into_result()?;
+        let parse = |s: &str| s.parse().expect("default address parses");
+        Ok(Config {
+            id,
+            data_dir: self.data_dir.unwrap_or_default(),
+            api_listen: self.api_listen.unwrap_or_else(|| parse(DEFAULT_API_LISTEN)),
+            raft_listen: self
+                .raft_listen
+                .unwrap_or_else(|| parse(DEFAULT_RAFT_LISTEN)),
+            start,
+        })
+    }
+}
+
+impl From<constellation_proto::process::ConfigError> for Error {
+    fn from(e: constellation_proto::process::ConfigError) -> Self {
+        Error::Config(e.to_string())
+    }
+}

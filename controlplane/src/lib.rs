@@ -1,0 +1,10 @@
+//! The Constellation control plane: replicated state, scheduling, leases and the gRPC
+//! services for clients, agents and peers.
+#![forbid(unsafe_code)]
+
+pub mod config;
+pub mod error;
+pub mod server;
+pub mod validate;
+
+pub use error::{Error, FieldViolation, FieldViolations, Result};

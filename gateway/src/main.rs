@@ -1,0 +1,41 @@
+//! `constellation-gateway`: parses flags and config, binds its listener, serves HTTP
+//! until SIGINT/SIGTERM, then drains within a bounded time.
+
+use anyhow::Context;
+use clap::Parser;
+use constellation_gateway::{config::Flags, http};
+use constellation_proto::process;
+use std::time::Duration;
+
+/// Time given to open requests after a shutdown signal before the process exits.
+const DRAIN_GRACE: Duration = Duration::from_secs(10);
+
+fn main() -> std::process::ExitCode {
+    process::exit_status(run())
+}
+
+#[tokio::main]
+async fn run() -> anyhow::Result<()> {
+    let flags = Flags::parse();
+    let flags = process::layered(flags.config.clone().as_deref(), &flags)?;
+    flags.log.init()?;
+    let config = flags.resolve()?;
+    let listener = tokio::net::TcpListener::bind(config.listen)
+        .await
+        .with_context(|| format!("bind listen {}", config.listen))?;
+    tracing::info!(listen = %listener.local_addr()?, controlplane = ?config.controlplane, "gateway serving");
+
+    let shutdown = process::shutdown_token();
+    let mut tasks = tokio::task::JoinSet::new();
+    let stop = shutdown.clone();
+    tasks.spawn(async move {
+        axum::serve(listener, http::router())
+            .with_graceful_shutdown(stop.cancelled_owned())
+            .await
+    });
+    process::run_until_shutdown(&mut tasks, &shutdown, DRAIN_GRACE)
+        .await
+        .map_err(anyhow::Error::msg)?;
+    tracing::info!("stopped");
+    Ok(())
+}

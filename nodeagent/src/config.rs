@@ -1,0 +1,89 @@
+//! Flags and config file of `constellation-agent` (one struct is both; see
+//! `constellation_proto::process` for the precedence rules), resolved into [`Config`].
+
+use crate::{Error, Result};
+use constellation_proto::process::LogFlags;
+use serde::{Deserialize, Serialize};
+use std::net::{IpAddr, SocketAddr};
+use std::path::PathBuf;
+
+pub const DEFAULT_CONTROLPLANE: &str = "127.0.0.1:7400";
+pub const DEFAULT_GOSSIP_PORT: u16 = 7946;
+
+/// Run the Constellation node agent: runs this machine's assigned containers on Docker.
+#[derive(Debug, Clone, Default, clap::Parser, Serialize, Deserialize)]
+#[command(name = "constellation-agent", version)]
+#[serde(deny_unknown_fields, default)]
+pub struct Flags {
+    /// Config file (.yaml, .yml or .toml); flags and environment override its keys.
+    #[arg(long, env = "CONSTELLATION_CONFIG")]
+    #[serde(skip)]
+    pub config: Option<PathBuf>,
+    /// Node name, unique in the cluster [default: the host name].
+    #[arg(long, env = "CONSTELLATION_NAME")]
+    pub name: Option<String>,
+    /// Control-plane API addresses; any member will do [default: 127.0.0.1:7400].
+    #[arg(long, env = "CONSTELLATION_CONTROLPLANE", value_delimiter = ',')]
+    pub controlplane: Option<Vec<String>>,
+    /// Docker engine: unix:///path or tcp://host:port [default: the local socket, or DOCKER_HOST].
+    #[arg(long, env = "CONSTELLATION_DOCKER_HOST")]
+    pub docker_host: Option<String>,
+    /// UDP address of the gossip socket [default: the advertise address, port 7946].
+    #[arg(long, env = "CONSTELLATION_GOSSIP_LISTEN")]
+    pub gossip_listen: Option<SocketAddr>,
+    /// Address other nodes and clients reach this node on [default: 127.0.0.1].
+    #[arg(long, env = "CONSTELLATION_ADVERTISE_ADDR")]
+    pub advertise_addr: Option<IpAddr>,
+    #[command(flatten)]
+    pub log: LogFlags,
+}
+
+#[derive(Debug, Clone)]
+pub struct Config {
+    pub name: String,
+    pub controlplane: Vec<String>,
+    pub docker_host: Option<String>,
+    pub gossip_listen: SocketAddr,
+    pub advertise_addr: IpAddr,
+}
+
+impl Flags {
+    pub fn resolve(self) -> Result<Config> {
+        let name = match self.name {
+            Some(name) => name,
+            None => hostname()?,
+        };
+        if name.is_empty() || name.len() > 253 {
+            return Err(Error::Config(format!(
+                "name {name:?}: must be 1 to 253 characters"
+            )));
+        }
+        let controlplane = self
+            .controlplane
+            .unwrap_or_else(|| vec![DEFAULT_CONTROLPLANE.to_owned()]);
+        if controlplane.iter().any(|a| a.trim().is_empty()) {
+            return Err(Error::Config(
+                "controlplane: addresses must not be empty".into(),
+            ));
+        }
+        let advertise_addr = self.advertise_addr.unwrap_or(IpAddr::from([127, 0, 0, 1]));
+        Ok(Config {
+            name,
+            controlplane,
+            docker_host: self.docker_host,
+            gossip_listen: self
+                .gossip_listen
+                .unwrap_or(SocketAddr::new(advertise_addr, DEFAULT_GOSSIP_PORT)),
+            advertise_addr,
+        })
+    }
+}
+
+fn hostname() -> Result<String> {
+    let raw = std::fs::read_to_string("/proc/sys/kernel/hostname").map_err(|e| {
+        Error::Config(format!(
+            "name: not given and the host name is unreadable: {e}"
+        ))
+    })?;
+    Ok(raw.trim().to_owned())
+}

@@ -1,0 +1,29 @@
+//! `constellation-agent`: parses flags and config, checks its Docker engine, runs until
+//! SIGINT/SIGTERM.
+
+use clap::Parser;
+use constellation_nodeagent::{config::Flags, docker};
+use constellation_proto::process;
+fn main() -> std::process::ExitCode {
+    process::exit_status(run())
+}
+
+#[tokio::main]
+async fn run() -> anyhow::Result<()> {
+    let flags = Flags::parse();
+    let flags = process::layered(flags.config.clone().as_deref(), &flags)?;
+    flags.log.init()?;
+    let config = flags.resolve()?;
+    let docker = docker::connect(config.docker_host.as_deref()).await?;
+    let version = docker::version(&docker).await?;
+    tracing::info!(
+        name = %config.name,
+        docker = %version,
+        controlplane = ?config.controlplane,
+        advertise = %config.advertise_addr,
+        "agent started; the Dispatcher session is not implemented yet"
+    );
+    process::shutdown_token().cancelled().await;
+    tracing::info!("stopped");
+    Ok(())
+}
