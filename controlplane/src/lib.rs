@@ -4,7 +4,9 @@
 
 pub mod config;
 pub mod error;
+pub mod raft;
 pub mod server;
+pub mod state;
 pub mod validate;
 
 pub use error::{Error, FieldViolation, FieldViolations, Result};
