@@ -33,3 +33,55 @@ async fn health() -> axum::Json<serde_json::Value> {
         "timestamp": crate::rfc3339_now(),
     }))
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use axum::body::Body;
+    use axum::http::{Request, StatusCode};
+    use tower::ServiceExt;
+
+    async fn get(uri: &str) -> (StatusCode, axum::http::HeaderMap, serde_json::Value) {
+        let response = router()
+            .oneshot(Request::get(uri).body(Body::empty()).unwrap())
+            .await
+            .unwrap();
+        let (parts, body) = response.into_parts();
+        let bytes = axum::body::to_bytes(body, BODY_LIMIT).await.unwrap();
+        let json = serde_json::from_slice(&bytes).unwrap_or(serde_json::Value::Null);
+        (parts.status, parts.headers, json)
+    }
+
+    #[tokio::test]
+    async fn health_has_the_predecessor_shape_and_a_request_id() {
+        let (status, headers, body) = get("/health").await;
+        assert_eq!(status, StatusCode::OK);
+        assert_eq!(body["status"], "healthy");
+        let ts = body["timestamp"].as_str().unwrap();
+        assert!(humantime::parse_rfc3339(ts).is_ok(), "{ts}");
+        assert!(headers.contains_key("x-request-id"));
+    }
+
+    #[tokio::test]
+    async fn errors_are_json_with_code_message_and_field() {
+        use axum::response::IntoResponse;
+        let response = crate::Error::BadRequest {
+            field: "spec.name".into(),
+            message: "must not be empty".into(),
+        }
+        .into_response();
+        assert_eq!(response.status(), StatusCode::BAD_REQUEST);
+        let bytes = axum::body::to_bytes(response.into_body(), BODY_LIMIT)
+            .await
+            .unwrap();
+        let body: serde_json::Value = serde_json::from_slice(&bytes).unwrap();
+        assert_eq!(body["code"], "invalid_argument");
+        assert_eq!(body["field"], "spec.name");
+        assert!(
+            body["message"]
+                .as_str()
+                .unwrap()
+                .contains("must not be empty")
+        );
+    }
+}

@@ -21,7 +21,7 @@ async fn run() -> anyhow::Result<()> {
         docker = %version,
         controlplane = ?config.controlplane,
         advertise = %config.advertise_addr,
-        "agent started; the Dispatcher session is not implemented yet"
+        "agent started"
     );
     process::shutdown_token().cancelled().await;
     tracing::info!("stopped");

@@ -110,14 +110,23 @@ impl Process {
         &mut self,
         timeout: Duration,
     ) -> anyhow::Result<std::process::ExitStatus> {
+        self.signal_and_wait("TERM", timeout).await
+    }
+
+    /// Sends `signal` ("TERM", "INT", ...) and waits for the exit status, at most `timeout`.
+    pub async fn signal_and_wait(
+        &mut self,
+        signal: &str,
+        timeout: Duration,
+    ) -> anyhow::Result<std::process::ExitStatus> {
         let pid = self.child.id().context("process already reaped")?;
         let status = std::process::Command::new("kill")
-            .args(["-TERM", &pid.to_string()])
+            .args([format!("-{signal}"), pid.to_string()])
             .status()?;
-        anyhow::ensure!(status.success(), "kill -TERM {pid} failed");
+        anyhow::ensure!(status.success(), "kill -{signal} {pid} failed");
         tokio::time::timeout(timeout, self.child.wait())
             .await
-            .with_context(|| format!("{}: still running {timeout:?} after SIGTERM", self.name))?
+            .with_context(|| format!("{}: still running {timeout:?} after SIG{signal}", self.name))?
             .map_err(Into::into)
     }
 
