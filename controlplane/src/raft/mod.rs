@@ -9,6 +9,8 @@ use constellation_proto::v1::{Command, CommandResult};
 use serde::{Deserialize, Serialize};
 
 pub mod convert;
+pub mod network;
+pub mod store;
 
 /// A Raft member's id (`--id`).
 pub type NodeId = u64;

@@ -48,14 +48,17 @@ mod tests;
 use std::collections::{BTreeMap, BTreeSet};
 
 use constellation_proto::v1::{
-    Allocation, Command, CommandError, CommandErrorCode, CommandResult, Config,
-    LeadershipCommand, Lease, Migration, Node, SecretRecord, Service, StateSnapshot,
-    command::Op, command_result::Outcome, event::Payload,
+    Allocation, Command, CommandError, CommandErrorCode, CommandResult, Config, LeadershipCommand,
+    Lease, Migration, Node, SecretRecord, Service, command::Op, command_result::Outcome,
+    event::Payload,
 };
 use pbjson_types::Timestamp;
 
+pub use allocations::is_terminal;
 pub use events::{Compacted, event_topic};
+pub use nodes::DEFAULT_DRAIN_DEADLINE;
 pub use queries::AllocationFilter;
+pub use services::spec_hash;
 
 use events::EventLog;
 
@@ -138,10 +141,12 @@ impl State {
     /// Applies one committed command. Never panics on bad input: refusals come back
     /// as `Outcome::Error` and leave the state untouched.
     pub fn apply(&mut self, command: &Command) -> CommandResult {
-        let mut result = self.apply_op(command).unwrap_or_else(|error| CommandResult {
-            outcome: Some(Outcome::Error(error)),
-            ..Default::default()
-        });
+        let mut result = self
+            .apply_op(command)
+            .unwrap_or_else(|error| CommandResult {
+                outcome: Some(Outcome::Error(error)),
+                ..Default::default()
+            });
         result.index = self.events.index();
         result
     }
@@ -160,7 +165,10 @@ impl State {
         let now = command
             .proposed_at
             .ok_or_else(|| invalid("proposed_at", "missing"))?;
-        let op = command.op.as_ref().ok_or_else(|| invalid("op", "missing"))?;
+        let op = command
+            .op
+            .as_ref()
+            .ok_or_else(|| invalid("op", "missing"))?;
         self.dispatch(op, now)
     }
 

@@ -1,0 +1,690 @@
+//! Durable Raft storage on sled: the log ([`LogStore`]) and the state machine
+//! ([`StateMachineStore`]) of one member, both in ONE sled database at
+//! `<data_dir>/raft`, opened by [`open`].
+//!
+//! # Layout on disk
+//!
+//! Three trees in the one database:
+//!
+//! | tree       | key                                | value                                    |
+//! |------------|------------------------------------|------------------------------------------|
+//! | `logs`     | log index, big-endian `u64` bytes  | `LogEntry` (raft.proto), via [`convert::encode_entry`] |
+//! | `meta`     | `vote`                             | `RaftVote`                               |
+//! |            | `committed`                        | `LogId` (absent = nothing committed yet) |
+//! |            | `last_purged`                      | `LogId` (absent = nothing purged yet)    |
+//! | `snapshot` | `meta`                             | `SnapshotMetaPb` (raft.proto)            |
+//! |            | `data`                             | `StateSnapshot` (state.proto)            |
+//!
+//! Big-endian keys make sled's byte order the index order, so ranges and `last()` are
+//! index ranges and the last entry. Everything is protobuf, so a store written by one
+//! release is read by the next.
+//!
+//! The persisted state machine is only the latest snapshot: at [`open`] the in-memory
+//! [`State`] is rebuilt from it, [`RaftStateMachine::applied_state`] reports the
+//! snapshot's last log id and membership, and openraft re-applies the committed log
+//! after it (the log is never purged beyond the stored snapshot, and the committed log
+//! id is kept in `meta`). The snapshot's `meta` and `data` are written in one sled batch,
+//! so they always belong together. The bytes a snapshot carries over the wire
+//! ([`openraft::Snapshot::snapshot`]) are exactly the `data` value.
+//!
+//! # Durability
+//!
+//! Nothing is acknowledged before it is on disk: `save_vote`, `truncate` and `purge`
+//! flush before returning, `append` reports completion to openraft's callback only
+//! after `flush_async` has completed, and a built or installed snapshot is flushed
+//! before it is returned or reported installed. A purge records the last purged log id
+//! and removes the entries in one transaction, so the log never shows a hole. Only
+//! `save_committed` is not flushed on its own (sled flushes within half a second, and
+//! any later flush covers it): losing it just means re-applying a little less on
+//! restart, which openraft tolerates.
+
+// openraft's `StorageError` is the error type of every storage trait method; the
+// helpers return it too rather than boxing it only to unbox it at the trait boundary.
+#![allow(clippy::result_large_err)]
+
+use super::convert;
+use super::{
+    Entry, LogId, Snapshot, SnapshotMeta, StorageError, StoredMembership, TypeConfig, Vote,
+};
+use crate::Error;
+use crate::state::{DEFAULT_HISTORY_CAPACITY, State};
+use constellation_proto::v1::{self as pb, CommandResult, StateSnapshot};
+use openraft::storage::{LogFlushed, LogState, RaftLogStorage, RaftStateMachine};
+use openraft::{
+    AnyError, EntryPayload, OptionalSend, RaftLogReader, RaftSnapshotBuilder, StorageIOError,
+};
+use prost::Message;
+use std::fmt::{Debug, Display};
+use std::io::Cursor;
+use std::ops::{Bound, RangeBounds};
+use std::path::Path;
+use std::sync::{Arc, Mutex, PoisonError};
+use tokio::sync::{RwLock, watch};
+
+#[cfg(test)]
+mod tests;
+
+/// sled's page cache for the raft database. The log and snapshots are read mostly
+/// right after being written, so a modest cache is enough.
+pub const CACHE_CAPACITY_BYTES: u64 = 64 * 1024 * 1024;
+
+/// Tree of log entries, keyed by big-endian index.
+pub const LOGS_TREE: &str = "logs";
+/// Tree of the vote, committed and last purged log ids.
+pub const META_TREE: &str = "meta";
+/// Tree of the current snapshot (its meta and data).
+pub const SNAPSHOT_TREE: &str = "snapshot";
+
+const KEY_VOTE: &[u8] = b"vote";
+const KEY_COMMITTED: &[u8] = b"committed";
+const KEY_LAST_PURGED: &[u8] = b"last_purged";
+const KEY_SNAPSHOT_META: &[u8] = b"meta";
+const KEY_SNAPSHOT_DATA: &[u8] = b"data";
+
+/// The member's shared, in-memory state machine. The gRPC read path takes read locks;
+/// only [`StateMachineStore`] (driven by openraft) takes the write lock.
+pub type SharedState = Arc<RwLock<State>>;
+
+/// Opens (creating if needed) the Raft database at `path` (the member's
+/// `data_dir/raft`) and returns its log store and state machine, the state rebuilt
+/// from the stored snapshot if there is one and retaining the default event history.
+pub fn open(path: &Path) -> Result<(LogStore, StateMachineStore), Error> {
+    open_with_history(path, DEFAULT_HISTORY_CAPACITY)
+}
+
+/// [`open`], the state retaining at most `history_capacity` events for Watch replay
+/// (a member-local setting, kept across installed snapshots).
+pub fn open_with_history(
+    path: &Path,
+    history_capacity: usize,
+) -> Result<(LogStore, StateMachineStore), Error> {
+    let db = sled::Config::new()
+        .path(path)
+        .cache_capacity(CACHE_CAPACITY_BYTES)
+        .open()
+        .map_err(|e| Error::Internal(format!("opening raft store at {}: {e}", path.display())))?;
+    let tree = |name: &str| {
+        db.open_tree(name).map_err(|e| {
+            Error::Internal(format!(
+                "opening raft store tree {name:?} at {}: {e}",
+                path.display()
+            ))
+        })
+    };
+    let logs = tree(LOGS_TREE)?;
+    let meta = tree(META_TREE)?;
+    let snapshot = tree(SNAPSHOT_TREE)?;
+    let log_store = LogStore {
+        logs,
+        meta,
+        snapshot: snapshot.clone(),
+    };
+    let sm = StateMachineStore::load(db, snapshot, history_capacity).map_err(|e| {
+        Error::Internal(format!("loading raft snapshot at {}: {e}", path.display()))
+    })?;
+    Ok((log_store, sm))
+}
+
+// ---------------------------------------------------------------------------------------
+// Errors and encodings
+
+/// The error `e` with what was being done when it happened.
+fn ctx<E: std::error::Error + 'static>(e: &E, doing: impl Display) -> AnyError {
+    AnyError::new(e).add_context(|| doing)
+}
+
+fn index_key(index: u64) -> [u8; 8] {
+    index.to_be_bytes()
+}
+
+fn key_index(key: &[u8]) -> Option<u64> {
+    Some(u64::from_be_bytes(key.try_into().ok()?))
+}
+
+fn decode<M: Message + Default>(bytes: &[u8]) -> Result<M, prost::DecodeError> {
+    M::decode(bytes)
+}
+
+// The same conversions as `network::wire`'s; one copy could move to `convert`.
+
+/// `meta` as the `SnapshotMetaPb` the snapshot tree holds.
+fn snapshot_meta_to_pb(meta: &SnapshotMeta) -> pb::SnapshotMetaPb {
+    let (membership_log_id, membership) = convert::stored_membership_to_pb(&meta.last_membership);
+    pb::SnapshotMetaPb {
+        last_log_id: convert::opt_log_id_to_pb(meta.last_log_id.as_ref()),
+        last_membership_log_id: membership_log_id,
+        last_membership: Some(membership),
+        snapshot_id: meta.snapshot_id.clone(),
+    }
+}
+
+fn snapshot_meta_from_pb(meta: &pb::SnapshotMetaPb) -> SnapshotMeta {
+    SnapshotMeta {
+        last_log_id: convert::opt_log_id_from_pb(meta.last_log_id.as_ref()),
+        last_membership: convert::stored_membership_from_pb(
+            meta.last_membership_log_id.as_ref(),
+            meta.last_membership.as_ref(),
+        ),
+        snapshot_id: meta.snapshot_id.clone(),
+    }
+}
+
+// ---------------------------------------------------------------------------------------
+// Log
+
+/// The Raft log, vote and log pointers. Cheap to clone (sled trees are shared handles);
+/// a clone is the log reader openraft's replication tasks use.
+#[derive(Clone)]
+pub struct LogStore {
+    logs: sled::Tree,
+    meta: sled::Tree,
+    snapshot: sled::Tree,
+}
+
+impl LogStore {
+    /// Whether this member has any Raft state yet: a vote, a log entry (or a purged
+    /// one), or a snapshot. A member without state bootstraps or joins; one with state
+    /// resumes.
+    pub fn is_initialized(&self) -> Result<bool, Error> {
+        let err = |e: sled::Error| Error::Internal(format!("checking raft store state: {e}"));
+        Ok(self.meta.contains_key(KEY_VOTE).map_err(err)?
+            || self.meta.contains_key(KEY_LAST_PURGED).map_err(err)?
+            || !self.logs.is_empty()
+            || self.snapshot.contains_key(KEY_SNAPSHOT_META).map_err(err)?)
+    }
+
+    fn read_log_id(&self, key: &[u8], what: &str) -> Result<Option<LogId>, StorageError> {
+        let Some(bytes) = self.meta.get(key).map_err(|e| {
+            StorageIOError::read_logs(ctx(&e, format_args!("reading {what} log id")))
+        })?
+        else {
+            return Ok(None);
+        };
+        let id: pb::LogId = decode(&bytes).map_err(|e| {
+            StorageIOError::read_logs(ctx(&e, format_args!("decoding {what} log id")))
+        })?;
+        Ok(Some(convert::log_id_from_pb(&id)))
+    }
+
+    fn decode_entry(key: &[u8], value: &[u8]) -> Result<Entry, StorageError> {
+        let index = key_index(key).ok_or_else(|| {
+            StorageIOError::read_logs(AnyError::error(format!(
+                "log key of {} bytes, want 8",
+                key.len()
+            )))
+        })?;
+        convert::decode_entry(value).map_err(|e| {
+            StorageIOError::read_log_at_index(index, ctx(&e, "decoding log entry")).into()
+        })
+    }
+
+    /// Makes every write so far durable. sled flushes the whole database (all trees
+    /// share one write-ahead log), so this covers `meta` as well as `logs`.
+    async fn flush(&self) -> Result<(), sled::Error> {
+        self.logs.flush_async().await.map(|_| ())
+    }
+}
+
+impl RaftLogReader<TypeConfig> for LogStore {
+    async fn try_get_log_entries<RB: RangeBounds<u64> + Clone + Debug + OptionalSend>(
+        &mut self,
+        range: RB,
+    ) -> Result<Vec<Entry>, StorageError> {
+        let start = match range.start_bound() {
+            Bound::Included(i) => *i,
+            Bound::Excluded(i) => match i.checked_add(1) {
+                Some(i) => i,
+                None => return Ok(Vec::new()),
+            },
+            Bound::Unbounded => 0,
+        };
+        // Exclusive end; `None` is "to the end of the log".
+        let end = match range.end_bound() {
+            Bound::Included(i) => i.checked_add(1),
+            Bound::Excluded(i) => Some(*i),
+            Bound::Unbounded => None,
+        };
+        let iter = match end {
+            Some(end) if end <= start => return Ok(Vec::new()),
+            Some(end) => self.logs.range(index_key(start)..index_key(end)),
+            None => self.logs.range(index_key(start)..),
+        };
+        let mut entries = Vec::new();
+        for item in iter {
+            let (key, value) = item.map_err(|e| {
+                StorageIOError::read_logs(ctx(&e, format_args!("reading log entries {range:?}")))
+            })?;
+            entries.push(Self::decode_entry(&key, &value)?);
+        }
+        Ok(entries)
+    }
+}
+
+impl RaftLogStorage<TypeConfig> for LogStore {
+    type LogReader = LogStore;
+
+    async fn get_log_state(&mut self) -> Result<LogState<TypeConfig>, StorageError> {
+        let last_purged_log_id = self.read_log_id(KEY_LAST_PURGED, "last purged")?;
+        let last = self
+            .logs
+            .last()
+            .map_err(|e| StorageIOError::read_logs(ctx(&e, "reading the last log entry")))?;
+        let last_log_id = match last {
+            Some((key, value)) => Some(Self::decode_entry(&key, &value)?.log_id),
+            None => last_purged_log_id,
+        };
+        Ok(LogState {
+            last_purged_log_id,
+            last_log_id,
+        })
+    }
+
+    async fn get_log_reader(&mut self) -> Self::LogReader {
+        self.clone()
+    }
+
+    async fn save_vote(&mut self, vote: &Vote) -> Result<(), StorageError> {
+        self.meta
+            .insert(KEY_VOTE, convert::vote_to_pb(vote).encode_to_vec())
+            .map_err(|e| StorageIOError::write_vote(ctx(&e, "writing vote")))?;
+        self.flush()
+            .await
+            .map_err(|e| StorageIOError::write_vote(ctx(&e, "flushing vote")))?;
+        Ok(())
+    }
+
+    async fn read_vote(&mut self) -> Result<Option<Vote>, StorageError> {
+        let Some(bytes) = self
+            .meta
+            .get(KEY_VOTE)
+            .map_err(|e| StorageIOError::read_vote(ctx(&e, "reading vote")))?
+        else {
+            return Ok(None);
+        };
+        let vote: pb::RaftVote =
+            decode(&bytes).map_err(|e| StorageIOError::read_vote(ctx(&e, "decoding vote")))?;
+        Ok(Some(convert::vote_from_pb(&vote)))
+    }
+
+    async fn save_committed(&mut self, committed: Option<LogId>) -> Result<(), StorageError> {
+        let result = match committed {
+            Some(id) => self
+                .meta
+                .insert(KEY_COMMITTED, convert::log_id_to_pb(&id).encode_to_vec()),
+            None => self.meta.remove(KEY_COMMITTED),
+        };
+        result.map_err(|e| StorageIOError::write(ctx(&e, "writing committed log id")))?;
+        Ok(())
+    }
+
+    async fn read_committed(&mut self) -> Result<Option<LogId>, StorageError> {
+        self.read_log_id(KEY_COMMITTED, "committed")
+    }
+
+    async fn append<I>(
+        &mut self,
+        entries: I,
+        callback: LogFlushed<TypeConfig>,
+    ) -> Result<(), StorageError>
+    where
+        I: IntoIterator<Item = Entry> + OptionalSend,
+        I::IntoIter: OptionalSend,
+    {
+        let mut batch = sled::Batch::default();
+        let mut last = None;
+        for entry in entries {
+            batch.insert(
+                &index_key(entry.log_id.index),
+                convert::encode_entry(&entry),
+            );
+            last = Some(entry.log_id);
+        }
+        self.logs.apply_batch(batch).map_err(|e| match last {
+            Some(id) => {
+                StorageIOError::write_log_entry(id, ctx(&e, "writing log entries, the last being"))
+            }
+            None => StorageIOError::write_logs(ctx(&e, "writing log entries")),
+        })?;
+        // The entries are readable now; acknowledge them only once they are on disk.
+        match self.flush().await {
+            Ok(()) => {
+                callback.log_io_completed(Ok(()));
+                Ok(())
+            }
+            Err(e) => {
+                let err = StorageIOError::write_logs(ctx(&e, "flushing appended log entries"));
+                callback.log_io_completed(Err(std::io::Error::other(e.to_string())));
+                Err(err.into())
+            }
+        }
+    }
+
+    async fn truncate(&mut self, log_id: LogId) -> Result<(), StorageError> {
+        let write_err = |e: &sled::Error, doing: &str| {
+            StorageIOError::write_logs(ctx(e, format_args!("{doing} log entries from {log_id} on")))
+        };
+        let mut batch = sled::Batch::default();
+        for key in self.logs.range(index_key(log_id.index)..).keys() {
+            batch.remove(key.map_err(|e| write_err(&e, "listing"))?);
+        }
+        self.logs
+            .apply_batch(batch)
+            .map_err(|e| write_err(&e, "truncating"))?;
+        self.flush()
+            .await
+            .map_err(|e| write_err(&e, "flushing truncated"))?;
+        Ok(())
+    }
+
+    async fn purge(&mut self, log_id: LogId) -> Result<(), StorageError> {
+        use sled::Transactional;
+        use sled::transaction::{ConflictableTransactionError, TransactionError};
+
+        let write_err = |e: &dyn Display, doing: &str| {
+            StorageIOError::write_logs(AnyError::error(format!(
+                "{doing} log entries up to {log_id}: {e}"
+            )))
+        };
+        let mut batch = sled::Batch::default();
+        for key in self.logs.range(..=index_key(log_id.index)).keys() {
+            batch.remove(key.map_err(|e| write_err(&e, "listing"))?);
+        }
+        let purged = convert::log_id_to_pb(&log_id).encode_to_vec();
+        // One transaction: the recorded last purged id and the remaining log agree even
+        // across a crash.
+        (&self.logs, &self.meta)
+            .transaction(|(logs, meta)| {
+                logs.apply_batch(&batch)?;
+                meta.insert(KEY_LAST_PURGED, purged.as_slice())?;
+                Ok::<_, ConflictableTransactionError<std::convert::Infallible>>(())
+            })
+            .map_err(|e: TransactionError<std::convert::Infallible>| write_err(&e, "purging"))?;
+        self.flush()
+            .await
+            .map_err(|e| write_err(&e, "flushing purged"))?;
+        Ok(())
+    }
+}
+
+// ---------------------------------------------------------------------------------------
+// State machine
+
+/// How far the state machine has applied the log.
+#[derive(Debug, Clone, Default)]
+struct Applied {
+    last_applied: Option<LogId>,
+    membership: StoredMembership,
+}
+
+struct Machine {
+    db: sled::Db,
+    snapshot: sled::Tree,
+    state: SharedState,
+    /// Changed only while `state`'s write lock is held, so whoever holds the state
+    /// (read or write) sees the matching `Applied`.
+    applied: Mutex<Applied>,
+    applied_tx: watch::Sender<u64>,
+    /// Serialises snapshot writes, so an older snapshot never replaces a newer one.
+    snapshot_write: tokio::sync::Mutex<()>,
+}
+
+impl Machine {
+    fn applied(&self) -> Applied {
+        self.applied
+            .lock()
+            .unwrap_or_else(PoisonError::into_inner)
+            .clone()
+    }
+
+    /// Records how far `state` has applied (the caller holds its write lock) and tells
+    /// `subscribe_applied` receivers.
+    fn set_applied_and_publish(&self, state: &State, applied: Applied) {
+        let index = progress_index(state);
+        *self.applied.lock().unwrap_or_else(PoisonError::into_inner) = applied;
+        self.applied_tx.send_if_modified(|current| {
+            let changed = *current != index;
+            *current = index;
+            changed
+        });
+    }
+
+    /// Stores `meta` and `data` as the current snapshot, durably, unless the stored one
+    /// is newer.
+    async fn write_snapshot(&self, meta: &SnapshotMeta, data: &[u8]) -> Result<(), StorageError> {
+        let _guard = self.snapshot_write.lock().await;
+        if let Some(current) = read_snapshot_meta(&self.snapshot)?
+            && current.last_log_id > meta.last_log_id
+        {
+            tracing::info!(%current, skipped = %meta, "raft store: keeping the newer stored snapshot");
+            return Ok(());
+        }
+        let write_err = |e: &sled::Error, doing: &str| {
+            StorageIOError::write_snapshot(Some(meta.signature()), ctx(e, doing))
+        };
+        let mut batch = sled::Batch::default();
+        batch.insert(KEY_SNAPSHOT_META, snapshot_meta_to_pb(meta).encode_to_vec());
+        batch.insert(KEY_SNAPSHOT_DATA, data);
+        self.snapshot
+            .apply_batch(batch)
+            .map_err(|e| write_err(&e, "writing snapshot"))?;
+        self.snapshot
+            .flush_async()
+            .await
+            .map_err(|e| write_err(&e, "flushing snapshot"))?;
+        Ok(())
+    }
+}
+
+/// How far the state has moved, as published to `subscribe_applied`: its event index.
+fn progress_index(state: &State) -> u64 {
+    state.event_index()
+}
+
+/// The meta of the snapshot stored in `tree`.
+fn read_snapshot_meta(tree: &sled::Tree) -> Result<Option<SnapshotMeta>, StorageError> {
+    let Some(meta) = tree
+        .get(KEY_SNAPSHOT_META)
+        .map_err(|e| StorageIOError::read_snapshot(None, ctx(&e, "reading snapshot meta")))?
+    else {
+        return Ok(None);
+    };
+    let meta: pb::SnapshotMetaPb = decode(&meta)
+        .map_err(|e| StorageIOError::read_snapshot(None, ctx(&e, "decoding snapshot meta")))?;
+    Ok(Some(snapshot_meta_from_pb(&meta)))
+}
+
+/// The snapshot stored in `tree`: its meta and the encoded `StateSnapshot`.
+fn read_snapshot(tree: &sled::Tree) -> Result<Option<(SnapshotMeta, Vec<u8>)>, StorageError> {
+    let Some(meta) = read_snapshot_meta(tree)? else {
+        return Ok(None);
+    };
+    let data = tree.get(KEY_SNAPSHOT_DATA).map_err(|e| {
+        StorageIOError::read_snapshot(Some(meta.signature()), ctx(&e, "reading snapshot data"))
+    })?;
+    let data = data.ok_or_else(|| {
+        StorageIOError::read_snapshot(
+            Some(meta.signature()),
+            AnyError::error("snapshot meta without data"),
+        )
+    })?;
+    Ok(Some((meta, data.to_vec())))
+}
+
+/// The state a snapshot's data (an encoded `StateSnapshot`) records, retaining at most
+/// `history_capacity` events.
+fn state_from_bytes(
+    meta: &SnapshotMeta,
+    data: &[u8],
+    history_capacity: usize,
+) -> Result<State, StorageError> {
+    let snapshot: StateSnapshot = decode(data).map_err(|e| {
+        StorageIOError::read_snapshot(Some(meta.signature()), ctx(&e, "decoding snapshot data"))
+    })?;
+    State::from_snapshot_with_history(snapshot, history_capacity).map_err(|e| {
+        let e = ctx(&e, "restoring state from snapshot");
+        StorageIOError::read_snapshot(Some(meta.signature()), e).into()
+    })
+}
+
+/// The replicated [`State`] in memory, how far it has applied the log, and the current
+/// snapshot on disk. Cheap to clone (a shared handle); a clone is also the snapshot
+/// builder.
+#[derive(Clone)]
+pub struct StateMachineStore {
+    inner: Arc<Machine>,
+}
+
+impl StateMachineStore {
+    /// The state machine of `db`, rebuilt from its stored snapshot (or empty).
+    fn load(
+        db: sled::Db,
+        snapshot: sled::Tree,
+        history_capacity: usize,
+    ) -> Result<Self, StorageError> {
+        let (state, applied) = match read_snapshot(&snapshot)? {
+            Some((meta, data)) => {
+                let state = state_from_bytes(&meta, &data, history_capacity)?;
+                let applied = Applied {
+                    last_applied: meta.last_log_id,
+                    membership: meta.last_membership,
+                };
+                (state, applied)
+            }
+            None => (State::with_history(history_capacity), Applied::default()),
+        };
+        let (applied_tx, _) = watch::channel(progress_index(&state));
+        let machine = Machine {
+            db,
+            snapshot,
+            state: Arc::new(RwLock::new(state)),
+            applied: Mutex::new(applied),
+            applied_tx,
+            snapshot_write: tokio::sync::Mutex::new(()),
+        };
+        Ok(Self {
+            inner: Arc::new(machine),
+        })
+    }
+
+    /// The shared in-memory state, for reads. Hold read guards briefly: applying the
+    /// log waits for them.
+    pub fn state(&self) -> SharedState {
+        Arc::clone(&self.inner.state)
+    }
+
+    /// The state's event index ([`State::event_index`]), republished whenever an
+    /// applied batch or an installed snapshot moves it, so Watch streams wake up. The
+    /// current value is there at once.
+    pub fn subscribe_applied(&self) -> watch::Receiver<u64> {
+        self.inner.applied_tx.subscribe()
+    }
+
+    /// The id of the last log entry applied to the state, if any.
+    pub fn last_applied(&self) -> Option<LogId> {
+        self.inner.applied().last_applied
+    }
+}
+
+impl RaftSnapshotBuilder<TypeConfig> for StateMachineStore {
+    async fn build_snapshot(&mut self) -> Result<Snapshot, StorageError> {
+        // The state and how far it has applied, taken together under the read lock.
+        let (snapshot, applied) = {
+            let state = self.inner.state.read().await;
+            (state.to_snapshot(), self.inner.applied())
+        };
+        let data = snapshot.encode_to_vec();
+        // Unique across restarts (sled persists its id generator).
+        let counter = self.inner.db.generate_id().map_err(|e| {
+            StorageIOError::write_snapshot(None, ctx(&e, "generating a snapshot id"))
+        })?;
+        let snapshot_id = match &applied.last_applied {
+            Some(id) => format!("{}-{}-{counter}", id.leader_id.term, id.index),
+            None => format!("none-{counter}"),
+        };
+        let meta = SnapshotMeta {
+            last_log_id: applied.last_applied,
+            last_membership: applied.membership,
+            snapshot_id,
+        };
+        self.inner.write_snapshot(&meta, &data).await?;
+        tracing::info!(%meta, bytes = data.len(), "raft store: built snapshot");
+        Ok(Snapshot {
+            meta,
+            snapshot: Box::new(Cursor::new(data)),
+        })
+    }
+}
+
+impl RaftStateMachine<TypeConfig> for StateMachineStore {
+    type SnapshotBuilder = StateMachineStore;
+
+    async fn applied_state(&mut self) -> Result<(Option<LogId>, StoredMembership), StorageError> {
+        let applied = self.inner.applied();
+        Ok((applied.last_applied, applied.membership))
+    }
+
+    async fn apply<I>(&mut self, entries: I) -> Result<Vec<CommandResult>, StorageError>
+    where
+        I: IntoIterator<Item = Entry> + OptionalSend,
+        I::IntoIter: OptionalSend,
+    {
+        let entries = entries.into_iter();
+        let mut results = Vec::with_capacity(entries.size_hint().0);
+        let mut state = self.inner.state.write().await;
+        let mut applied = self.inner.applied();
+        for entry in entries {
+            applied.last_applied = Some(entry.log_id);
+            // openraft wants one response per entry, whatever its kind.
+            let result = match entry.payload {
+                EntryPayload::Blank => CommandResult::default(),
+                EntryPayload::Normal(command) => state.apply(&command),
+                EntryPayload::Membership(membership) => {
+                    applied.membership = StoredMembership::new(Some(entry.log_id), membership);
+                    CommandResult::default()
+                }
+            };
+            results.push(result);
+        }
+        self.inner.set_applied_and_publish(&state, applied);
+        Ok(results)
+    }
+
+    async fn get_snapshot_builder(&mut self) -> Self::SnapshotBuilder {
+        self.clone()
+    }
+
+    async fn begin_receiving_snapshot(&mut self) -> Result<Box<Cursor<Vec<u8>>>, StorageError> {
+        Ok(Box::new(Cursor::new(Vec::new())))
+    }
+
+    async fn install_snapshot(
+        &mut self,
+        meta: &SnapshotMeta,
+        snapshot: Box<Cursor<Vec<u8>>>,
+    ) -> Result<(), StorageError> {
+        let data = snapshot.into_inner();
+        // How much event history to retain is this member's setting, not the snapshot's.
+        let history_capacity = self.inner.state.read().await.history_capacity();
+        let new_state = state_from_bytes(meta, &data, history_capacity)?;
+        // Durable before the state moves to it.
+        self.inner.write_snapshot(meta, &data).await?;
+        let applied = Applied {
+            last_applied: meta.last_log_id,
+            membership: meta.last_membership.clone(),
+        };
+        let mut state = self.inner.state.write().await;
+        *state = new_state;
+        self.inner.set_applied_and_publish(&state, applied);
+        drop(state);
+        tracing::info!(%meta, bytes = data.len(), "raft store: installed snapshot");
+        Ok(())
+    }
+
+    async fn get_current_snapshot(&mut self) -> Result<Option<Snapshot>, StorageError> {
+        let snapshot = read_snapshot(&self.inner.snapshot)?;
+        Ok(snapshot.map(|(meta, data)| Snapshot {
+            meta,
+            snapshot: Box::new(Cursor::new(data)),
+        }))
+    }
+}
