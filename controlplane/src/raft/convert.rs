@@ -2,7 +2,7 @@
 //! same encoding serves the on-disk log (store) and the wire (network), so an entry is
 //! encoded once and the log never depends on a serde format.
 
-use super::{Entry, LogId, Member, NodeId, StoredMembership, Vote};
+use super::{Entry, LogId, Member, NodeId, SnapshotMeta, StoredMembership, Vote};
 use crate::{Error, Result};
 use constellation_proto::v1 as pb;
 use openraft::{CommittedLeaderId, EntryPayload, Membership};
@@ -102,6 +102,28 @@ pub fn stored_membership_from_pb(
         opt_log_id_from_pb(log_id),
         m.map(membership_from_pb).unwrap_or_default(),
     )
+}
+
+/// A snapshot's metadata, as the snapshot tree stores it and InstallSnapshot sends it.
+pub fn snapshot_meta_to_pb(meta: &SnapshotMeta) -> pb::SnapshotMetaPb {
+    let (last_membership_log_id, last_membership) = stored_membership_to_pb(&meta.last_membership);
+    pb::SnapshotMetaPb {
+        last_log_id: opt_log_id_to_pb(meta.last_log_id.as_ref()),
+        last_membership_log_id,
+        last_membership: Some(last_membership),
+        snapshot_id: meta.snapshot_id.clone(),
+    }
+}
+
+pub fn snapshot_meta_from_pb(meta: &pb::SnapshotMetaPb) -> SnapshotMeta {
+    SnapshotMeta {
+        last_log_id: opt_log_id_from_pb(meta.last_log_id.as_ref()),
+        last_membership: stored_membership_from_pb(
+            meta.last_membership_log_id.as_ref(),
+            meta.last_membership.as_ref(),
+        ),
+        snapshot_id: meta.snapshot_id.clone(),
+    }
 }
 
 pub fn entry_to_pb(entry: &Entry) -> pb::LogEntry {

@@ -145,30 +145,6 @@ fn decode<M: Message + Default>(bytes: &[u8]) -> Result<M, prost::DecodeError> {
     M::decode(bytes)
 }
 
-// The same conversions as `network::wire`'s; one copy could move to `convert`.
-
-/// `meta` as the `SnapshotMetaPb` the snapshot tree holds.
-fn snapshot_meta_to_pb(meta: &SnapshotMeta) -> pb::SnapshotMetaPb {
-    let (membership_log_id, membership) = convert::stored_membership_to_pb(&meta.last_membership);
-    pb::SnapshotMetaPb {
-        last_log_id: convert::opt_log_id_to_pb(meta.last_log_id.as_ref()),
-        last_membership_log_id: membership_log_id,
-        last_membership: Some(membership),
-        snapshot_id: meta.snapshot_id.clone(),
-    }
-}
-
-fn snapshot_meta_from_pb(meta: &pb::SnapshotMetaPb) -> SnapshotMeta {
-    SnapshotMeta {
-        last_log_id: convert::opt_log_id_from_pb(meta.last_log_id.as_ref()),
-        last_membership: convert::stored_membership_from_pb(
-            meta.last_membership_log_id.as_ref(),
-            meta.last_membership.as_ref(),
-        ),
-        snapshot_id: meta.snapshot_id.clone(),
-    }
-}
-
 // ---------------------------------------------------------------------------------------
 // Log
 
@@ -462,7 +438,10 @@ impl Machine {
             StorageIOError::write_snapshot(Some(meta.signature()), ctx(e, doing))
         };
         let mut batch = sled::Batch::default();
-        batch.insert(KEY_SNAPSHOT_META, snapshot_meta_to_pb(meta).encode_to_vec());
+        batch.insert(
+            KEY_SNAPSHOT_META,
+            convert::snapshot_meta_to_pb(meta).encode_to_vec(),
+        );
         batch.insert(KEY_SNAPSHOT_DATA, data);
         self.snapshot
             .apply_batch(batch)
@@ -490,7 +469,7 @@ fn read_snapshot_meta(tree: &sled::Tree) -> Result<Option<SnapshotMeta>, Storage
     };
     let meta: pb::SnapshotMetaPb = decode(&meta)
         .map_err(|e| StorageIOError::read_snapshot(None, ctx(&e, "decoding snapshot meta")))?;
-    Ok(Some(snapshot_meta_from_pb(&meta)))
+    Ok(Some(convert::snapshot_meta_from_pb(&meta)))
 }
 
 /// The snapshot stored in `tree`: its meta and the encoded `StateSnapshot`.

@@ -7,7 +7,7 @@
 
 use crate::raft::convert::{
     entry_from_pb, entry_to_pb, log_id_to_pb, opt_log_id_from_pb, opt_log_id_to_pb,
-    stored_membership_from_pb, stored_membership_to_pb, vote_from_pb, vote_to_pb,
+    snapshot_meta_from_pb, snapshot_meta_to_pb, vote_from_pb, vote_to_pb,
 };
 use crate::raft::{NodeId, SnapshotMeta, TypeConfig, Vote};
 use crate::{Error, Result};
@@ -115,27 +115,6 @@ pub fn vote_response_from_pb(resp: &pb::VoteResponse) -> Result<VoteResponse<Nod
         vote_granted: resp.vote_granted,
         last_log_id: opt_log_id_from_pb(resp.last_log_id.as_ref()),
     })
-}
-
-pub fn snapshot_meta_to_pb(meta: &SnapshotMeta) -> pb::SnapshotMetaPb {
-    let (last_membership_log_id, last_membership) = stored_membership_to_pb(&meta.last_membership);
-    pb::SnapshotMetaPb {
-        last_log_id: opt_log_id_to_pb(meta.last_log_id.as_ref()),
-        last_membership_log_id,
-        last_membership: Some(last_membership),
-        snapshot_id: meta.snapshot_id.clone(),
-    }
-}
-
-pub fn snapshot_meta_from_pb(meta: &pb::SnapshotMetaPb) -> SnapshotMeta {
-    SnapshotMeta {
-        last_log_id: opt_log_id_from_pb(meta.last_log_id.as_ref()),
-        last_membership: stored_membership_from_pb(
-            meta.last_membership_log_id.as_ref(),
-            meta.last_membership.as_ref(),
-        ),
-        snapshot_id: meta.snapshot_id.clone(),
-    }
 }
 
 /// The first message of an InstallSnapshot stream.

@@ -379,7 +379,13 @@ fn snapshot_meta_round_trips() {
         last_membership: StoredMembership::new(Some(log_id(2, 3)), membership(&[1, 3])),
         snapshot_id: "4-9-17".into(),
     };
-    assert_eq!(snapshot_meta_from_pb(&snapshot_meta_to_pb(&meta)), meta);
+    assert_eq!(
+        convert::snapshot_meta_from_pb(&convert::snapshot_meta_to_pb(&meta)),
+        meta
+    );
     let empty = SnapshotMeta::default();
-    assert_eq!(snapshot_meta_from_pb(&snapshot_meta_to_pb(&empty)), empty);
+    assert_eq!(
+        convert::snapshot_meta_from_pb(&convert::snapshot_meta_to_pb(&empty)),
+        empty
+    );
 }
