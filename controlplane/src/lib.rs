@@ -2,6 +2,8 @@
 //! services for clients, agents and peers.
 #![forbid(unsafe_code)]
 
+pub mod api;
+pub mod cluster;
 pub mod config;
 pub mod error;
 pub mod raft;

@@ -109,6 +109,28 @@ impl Network {
     }
 }
 
+impl Network {
+    /// Asks the leader at `leader_raft_addr` for the index a linearizable read must see
+    /// (`RaftPeer.ReadIndex`); errors as for [`Network::forward_write`].
+    pub async fn read_index(&self, leader_raft_addr: &str) -> Result<u64> {
+        let mut client = self
+            .client(leader_raft_addr)
+            .map_err(|e| Error::Unavailable(format!("leader address {leader_raft_addr:?}: {e}")))?;
+        let resp = tokio::time::timeout(
+            FORWARD_TIMEOUT,
+            client.read_index(with_timeout(pb::ReadIndexRequest {}, FORWARD_TIMEOUT)),
+        )
+        .await
+        .map_err(|_| {
+            Error::Unavailable(format!(
+                "the leader at {leader_raft_addr} did not answer within {FORWARD_TIMEOUT:?}"
+            ))
+        })?
+        .map_err(|status| forward_error(leader_raft_addr, status))?;
+        Ok(resp.into_inner().index)
+    }
+}
+
 fn forward_error(addr: &str, status: Status) -> Error {
     let message = status.message().to_owned();
     match status.code() {

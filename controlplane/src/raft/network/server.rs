@@ -6,7 +6,7 @@ use crate::raft::{Member, NodeId, Raft, Snapshot};
 use constellation_proto::v1 as pb;
 use constellation_proto::v1::install_snapshot_chunk::Part;
 use constellation_proto::v1::raft_peer_server::{RaftPeer, RaftPeerServer};
-use openraft::error::{ClientWriteError, Fatal, ForwardToLeader, RaftError};
+use openraft::error::{CheckIsLeaderError, ClientWriteError, Fatal, ForwardToLeader, RaftError};
 use prost::Message;
 use std::cmp::Ordering;
 use std::io::Cursor;
@@ -211,6 +211,24 @@ impl RaftPeer for PeerService {
             }
             Err(RaftError::APIError(ClientWriteError::ChangeMembershipError(e))) => {
                 Err(Status::failed_precondition(e.to_string()))
+            }
+            Err(RaftError::Fatal(fatal)) => Err(fatal_status(&fatal)),
+        }
+    }
+
+    async fn read_index(
+        &self,
+        _request: Request<pb::ReadIndexRequest>,
+    ) -> Result<Response<pb::ReadIndexResponse>, Status> {
+        match self.raft.ensure_linearizable().await {
+            Ok(read_log_id) => Ok(Response::new(pb::ReadIndexResponse {
+                index: read_log_id.map_or(0, |id| id.index),
+            })),
+            Err(RaftError::APIError(CheckIsLeaderError::ForwardToLeader(forward))) => {
+                Err(not_leader_status(&forward))
+            }
+            Err(RaftError::APIError(CheckIsLeaderError::QuorumNotEnough(e))) => {
+                Err(Status::unavailable(e.to_string()))
             }
             Err(RaftError::Fatal(fatal)) => Err(fatal_status(&fatal)),
         }
