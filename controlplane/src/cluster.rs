@@ -174,7 +174,11 @@ impl Cluster {
                 return Ok(leader);
             }
             let remaining = deadline.saturating_duration_since(Instant::now());
-            if remaining.is_zero() || tokio::time::timeout(remaining, metrics.changed()).await.is_err() {
+            if remaining.is_zero()
+                || tokio::time::timeout(remaining, metrics.changed())
+                    .await
+                    .is_err()
+            {
                 return Err(Error::Unavailable(
                     "no leader: fewer than a majority of members are reachable".into(),
                 ));
@@ -198,7 +202,9 @@ impl Cluster {
                 if leader == self.id {
                     self.write_here(command.clone()).await
                 } else {
-                    self.network.forward_write(&member.raft_addr, &command).await
+                    self.network
+                        .forward_write(&member.raft_addr, &command)
+                        .await
                 }
             };
             let remaining = deadline.saturating_duration_since(Instant::now());
@@ -326,7 +332,9 @@ impl Cluster {
         if self.is_leader() {
             return Ok(());
         }
-        let leader = self.leader().map(|(id, m)| format!("member {id} at {}", m.api_addr));
+        let leader = self
+            .leader()
+            .map(|(id, m)| format!("member {id} at {}", m.api_addr));
         Err(Error::FailedPrecondition(format!(
             "membership changes run on the leader ({})",
             leader.unwrap_or_else(|| "none known".into())

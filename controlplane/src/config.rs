@@ -32,6 +32,12 @@ pub struct Flags {
     /// Address of the peer (Raft) gRPC API [default: 127.0.0.1:7401].
     #[arg(long, env = "CONSTELLATION_RAFT_LISTEN")]
     pub raft_listen: Option<SocketAddr>,
+    /// API address other members, agents and clients use [default: the bound --api-listen].
+    #[arg(long, env = "CONSTELLATION_ADVERTISE_API")]
+    pub advertise_api: Option<String>,
+    /// Raft address other members use [default: the bound --raft-listen].
+    #[arg(long, env = "CONSTELLATION_ADVERTISE_RAFT")]
+    pub advertise_raft: Option<String>,
     /// Start a new cluster with this member as its only voter.
     #[arg(long, env = "CONSTELLATION_BOOTSTRAP", num_args = 0..=1, default_missing_value = "true")]
     pub bootstrap: Option<bool>,
@@ -62,6 +68,8 @@ pub struct Config {
     pub data_dir: PathBuf,
     pub api_listen: SocketAddr,
     pub raft_listen: SocketAddr,
+    pub advertise_api: Option<String>,
+    pub advertise_raft: Option<String>,
     pub start: Start,
 }
 
@@ -108,6 +116,8 @@ impl Flags {
             raft_listen: self
                 .raft_listen
                 .unwrap_or_else(|| parse(DEFAULT_RAFT_LISTEN)),
+            advertise_api: self.advertise_api,
+            advertise_raft: self.advertise_raft,
             start,
         })
     }

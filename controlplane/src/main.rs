@@ -21,7 +21,6 @@ async fn run() -> anyhow::Result<()> {
     let flags = process::layered(flags.config.clone().as_deref(), &flags)?;
     flags.log.init()?;
     let config = flags.resolve()?;
-    server::prepare_data_dir(&config)?;
 
     let api = tokio::net::TcpListener::bind(config.api_listen)
         .await

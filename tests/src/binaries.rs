@@ -14,15 +14,15 @@ use tokio::io::{AsyncBufReadExt, BufReader};
 use tokio::process::{Child, Command};
 use tokio::sync::mpsc;
 
-/// Path of a workspace binary, e.g. `binary("constellation-controlplane")`.
+/// Path of a workspace binary, e.g. `binary("constellation-controlplane")`, from the
+/// target directory of the running executable (a test in `target/<profile>/deps/` or a
+/// bench binary in `target/<profile>/`).
 pub fn binary(name: &str) -> anyhow::Result<PathBuf> {
-    // target/debug/deps/<test exe> -> target/debug/<name>
     let exe = std::env::current_exe()?;
-    let dir = exe
-        .ancestors()
-        .find(|p| p.file_name().is_some_and(|n| n == "deps"))
-        .and_then(Path::parent)
-        .context("test executable is not under a target directory")?;
+    let mut dir = exe.parent().context("executable has no directory")?;
+    if dir.file_name().is_some_and(|n| n == "deps") {
+        dir = dir.parent().context("deps has no parent")?;
+    }
     let path = dir.join(name);
     if !path.exists() {
         bail!(
@@ -31,6 +31,14 @@ pub fn binary(name: &str) -> anyhow::Result<PathBuf> {
         );
     }
     Ok(path)
+}
+
+static ECHO_LOGS: std::sync::atomic::AtomicBool = std::sync::atomic::AtomicBool::new(true);
+
+/// Whether processes started from now on echo their log lines (on by default, so a
+/// failing test shows them; benchmarks turn it off).
+pub fn set_echo_logs(echo: bool) {
+    ECHO_LOGS.store(echo, std::sync::atomic::Ordering::Relaxed);
 }
 
 /// One running process. Its stderr (JSON log lines) is echoed to the test's output with
@@ -56,10 +64,13 @@ impl Process {
         let stderr = child.stderr.take().expect("stderr is piped");
         let (tx, logs) = mpsc::unbounded_channel();
         let prefix = name.to_owned();
+        let echo = ECHO_LOGS.load(std::sync::atomic::Ordering::Relaxed);
         tokio::spawn(async move {
             let mut lines = BufReader::new(stderr).lines();
             while let Ok(Some(line)) = lines.next_line().await {
-                eprintln!("[{prefix}] {line}");
+                if echo {
+                    eprintln!("[{prefix}] {line}");
+                }
                 if let Ok(value) = serde_json::from_str(&line) {
                     let _ = tx.send(value);
                 }
@@ -136,36 +147,88 @@ impl Process {
     }
 }
 
-/// A control-plane member started with `--bootstrap` on kernel-chosen ports.
+/// How a control-plane member starts.
+#[derive(Debug, Clone)]
+pub enum Start {
+    /// `--bootstrap`: the first member of a new cluster.
+    Bootstrap,
+    /// `--join ADDR`: through a member's API address.
+    Join(String),
+    /// Neither: resume from the data directory.
+    Resume,
+}
+
+/// A control-plane member process. The first start binds ports the kernel picks;
+/// a restart reuses them, since the cluster's membership records the addresses.
 pub struct ControlPlane {
+    pub id: u64,
     pub process: Process,
     pub api_addr: String,
     pub raft_addr: String,
+    pub data_dir: PathBuf,
 }
 
 impl ControlPlane {
     /// Bootstraps a one-member cluster with its data in `data_dir`.
     pub async fn bootstrap(id: u64, data_dir: &Path) -> anyhow::Result<Self> {
-        let args = vec![
-            "--id".to_owned(),
-            id.to_string(),
-            "--data-dir".to_owned(),
-            data_dir.display().to_string(),
-            "--api-listen".to_owned(),
-            "127.0.0.1:0".to_owned(),
-            "--raft-listen".to_owned(),
-            "127.0.0.1:0".to_owned(),
-            "--bootstrap".to_owned(),
-        ];
+        Self::start(id, data_dir, Start::Bootstrap, None).await
+    }
+
+    /// Starts member `id`; `addrs` are (api, raft) to reuse, or `None` for fresh ports.
+    pub async fn start(
+        id: u64,
+        data_dir: &Path,
+        start: Start,
+        addrs: Option<(&str, &str)>,
+    ) -> anyhow::Result<Self> {
+        let (api, raft) = addrs.unwrap_or(("127.0.0.1:0", "127.0.0.1:0"));
+        let mut args: Vec<String> = [
+            "--id",
+            &id.to_string(),
+            "--data-dir",
+            &data_dir.display().to_string(),
+            "--api-listen",
+            api,
+            "--raft-listen",
+            raft,
+        ]
+        .iter()
+        .map(|s| s.to_string())
+        .collect();
+        match &start {
+            Start::Bootstrap => args.push("--bootstrap".into()),
+            Start::Join(seed) => args.extend(["--join".into(), seed.clone()]),
+            Start::Resume => {}
+        }
         let bin = binary("constellation-controlplane")?;
         let mut process = Process::spawn(&format!("cp{id}"), &bin, &args)?;
         let fields = process
-            .wait_for_log("control plane serving", Duration::from_secs(30))
+            .wait_for_log("control plane serving", Duration::from_secs(60))
             .await?;
         Ok(Self {
+            id,
             api_addr: fields.get("api").cloned().context("no api field")?,
             raft_addr: fields.get("raft").cloned().context("no raft field")?,
             process,
+            data_dir: data_dir.to_owned(),
         })
+    }
+
+    /// Kills the member with SIGKILL, as a crash would, and waits for it to be gone.
+    pub async fn crash(&mut self) -> anyhow::Result<()> {
+        self.process.kill().await
+    }
+
+    /// Starts this member again from its data directory on the same addresses.
+    pub async fn restart(&mut self) -> anyhow::Result<()> {
+        let again = Self::start(
+            self.id,
+            &self.data_dir,
+            Start::Resume,
+            Some((&self.api_addr, &self.raft_addr)),
+        )
+        .await?;
+        *self = again;
+        Ok(())
     }
 }

@@ -1,0 +1,201 @@
+//! `constellation-bench`: measurements of Constellation that print their figures.
+//!
+//! `constellation-bench raft [--seconds N] [--clients 1,16,256]`: a 3-member control
+//! plane of real processes on loopback (sled flushes every log append before it is
+//! acknowledged), driven by concurrent gRPC clients each sending ApplyService writes
+//! of about 1 KiB encoded (a spec with 512 bytes of environment), one at a time. Prints
+//! committed writes per second and p50/p99 latency per concurrency level.
+//!
+//! Build the binaries in release mode first; the bench starts the control plane from
+//! the same target directory as itself:
+//!
+//! ```sh
+//! cargo build --release --bins && target/release/constellation-bench raft
+//! ```
+
+use anyhow::Context;
+use clap::Parser;
+use constellation_proto::v1 as pb;
+use constellation_proto::v1::control_plane_client::ControlPlaneClient;
+use constellation_tests::binaries::{ControlPlane, Start, set_echo_logs};
+use std::time::{Duration, Instant};
+use tonic::transport::Channel;
+
+#[derive(Parser)]
+struct Args {
+    #[command(subcommand)]
+    bench: Bench,
+}
+
+#[derive(clap::Subcommand)]
+enum Bench {
+    /// Committed writes per second and latency of the Raft control plane.
+    Raft {
+        /// Seconds of load per concurrency level.
+        #[arg(long, default_value_t = 10)]
+        seconds: u64,
+        /// Concurrency levels.
+        #[arg(long, value_delimiter = ',', default_value = "1,16,256")]
+        clients: Vec<usize>,
+    },
+}
+
+#[tokio::main]
+async fn main() -> anyhow::Result<()> {
+    match Args::parse().bench {
+        Bench::Raft { seconds, clients } => raft(Duration::from_secs(seconds), &clients).await,
+    }
+}
+
+struct Level {
+    clients: usize,
+    writes: usize,
+    errors: usize,
+    elapsed: Duration,
+    p50: Duration,
+    p99: Duration,
+}
+
+async fn raft(duration: Duration, levels: &[usize]) -> anyhow::Result<()> {
+    set_echo_logs(false);
+    let dir = tempfile::tempdir()?;
+    let first = ControlPlane::start(1, &dir.path().join("cp1"), Start::Bootstrap, None).await?;
+    let seed = first.api_addr.clone();
+    let mut members = vec![first];
+    for id in [2, 3] {
+        let dir = dir.path().join(format!("cp{id}"));
+        members.push(ControlPlane::start(id, &dir, Start::Join(seed.clone()), None).await?);
+    }
+    let leader = wait_for_three_voters(&seed).await?;
+    let leader_addr = members
+        .iter()
+        .find(|m| m.id == leader)
+        .map(|m| m.api_addr.clone())
+        .context("leader is one of ours")?;
+    println!("3 members on loopback, leader {leader} at {leader_addr}; {duration:?} per level");
+
+    let mut results = Vec::new();
+    for &clients in levels {
+        results.push(run_level(&leader_addr, clients, duration).await?);
+    }
+    println!();
+    println!(
+        "{:>8} {:>10} {:>8} {:>10} {:>10}",
+        "clients", "writes/s", "errors", "p50", "p99"
+    );
+    for r in &results {
+        println!(
+            "{:>8} {:>10.0} {:>8} {:>10.2?} {:>10.2?}",
+            r.clients,
+            r.writes as f64 / r.elapsed.as_secs_f64(),
+            r.errors,
+            r.p50,
+            r.p99
+        );
+    }
+    for m in members.iter_mut() {
+        let _ = m.process.terminate(Duration::from_secs(15)).await;
+    }
+    Ok(())
+}
+
+async fn wait_for_three_voters(addr: &str) -> anyhow::Result<u64> {
+    let mut client = connect(addr)?;
+    for _ in 0..300 {
+        if let Ok(status) = client.cluster_status(pb::ClusterStatusRequest {}).await {
+            let status = status.into_inner();
+            let voters = status
+                .members
+                .iter()
+                .filter(|m| m.role() == pb::MemberRole::Voter)
+                .count();
+            if let (3, Some(leader)) = (voters, status.leader_id) {
+                return Ok(leader);
+            }
+        }
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    }
+    anyhow::bail!("the cluster did not form")
+}
+
+fn connect(addr: &str) -> anyhow::Result<ControlPlaneClient<Channel>> {
+    let channel = Channel::from_shared(format!("http://{addr}"))?
+        .timeout(Duration::from_secs(30))
+        .connect_lazy();
+    Ok(ControlPlaneClient::new(channel))
+}
+
+/// A spec like an operator's: an image, a port, a health check and 512 bytes of env.
+fn spec(name: String, n: u64) -> pb::ServiceSpec {
+    pb::ServiceSpec {
+        name,
+        image: "registry.example.com/team/web:1.4.2".into(),
+        env: [("PAYLOAD".to_string(), format!("{n:0>512}"))].into(),
+        labels: [("traefik.enable".to_string(), "true".to_string())].into(),
+        ports: vec![pb::PortSpec {
+            container_port: 8080,
+            ..Default::default()
+        }],
+        health_check: Some(pb::HealthCheck {
+            test: vec![
+                "CMD".into(),
+                "wget".into(),
+                "-q".into(),
+                "localhost:8080".into(),
+            ],
+            ..Default::default()
+        }),
+        ..Default::default()
+    }
+}
+
+async fn run_level(addr: &str, clients: usize, duration: Duration) -> anyhow::Result<Level> {
+    // A few channels shared by the clients, as many services share a client pool.
+    let channels: Vec<_> = (0..clients.clamp(1, 8))
+        .map(|_| connect(addr))
+        .collect::<anyhow::Result<_>>()?;
+    let start = Instant::now();
+    let deadline = start + duration;
+    let mut tasks = tokio::task::JoinSet::new();
+    for c in 0..clients {
+        let mut client = channels[c % channels.len()].clone();
+        tasks.spawn(async move {
+            let (mut latencies, mut errors, mut n) = (Vec::new(), 0usize, 0u64);
+            while Instant::now() < deadline {
+                let request = pb::ApplyServiceRequest {
+                    spec: Some(spec(format!("svc-{clients}-{c}"), n)),
+                    ..Default::default()
+                };
+                let sent = Instant::now();
+                match client.apply_service(request).await {
+                    Ok(_) => latencies.push(sent.elapsed()),
+                    Err(_) => errors += 1,
+                }
+                n += 1;
+            }
+            (latencies, errors)
+        });
+    }
+    let (mut latencies, mut errors) = (Vec::new(), 0);
+    while let Some(joined) = tasks.join_next().await {
+        let (l, e) = joined?;
+        latencies.extend(l);
+        errors += e;
+    }
+    let elapsed = start.elapsed();
+    latencies.sort();
+    let pct = |p: f64| {
+        latencies
+            .get(((latencies.len() as f64 * p) as usize).min(latencies.len().saturating_sub(1)))
+            .copied()
+            .unwrap_or_default()
+    };
+    Ok(Level {
+        clients,
+        writes: latencies.len(),
+        errors,
+        elapsed,
+        p50: pct(0.50),
+        p99: pct(0.99),
+    })
+}
