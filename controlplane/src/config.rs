@@ -49,6 +49,12 @@ pub struct Flags {
         conflicts_with = "bootstrap"
     )]
     pub join: Option<Vec<String>>,
+    /// Build a Raft snapshot and compact the log after this many entries [default: 10000].
+    #[arg(long, env = "CONSTELLATION_SNAPSHOT_AFTER_LOGS")]
+    pub snapshot_after_logs: Option<u64>,
+    /// Events kept for Watch to replay [default: 10000].
+    #[arg(long, env = "CONSTELLATION_EVENT_HISTORY")]
+    pub event_history: Option<usize>,
     #[command(flatten)]
     pub log: LogFlags,
 }
@@ -71,6 +77,7 @@ pub struct Config {
     pub advertise_api: Option<String>,
     pub advertise_raft: Option<String>,
     pub start: Start,
+    pub tuning: crate::cluster::Tuning,
 }
 
 impl Flags {
@@ -107,6 +114,17 @@ impl Flags {
             (false, Some(addrs)) => Start::Join(addrs),
             (false, None) => Start::Resume,
         };
+        let mut tuning = crate::cluster::Tuning::default();
+        match self.snapshot_after_logs {
+            Some(0) => bad.push("snapshot_after_logs", "must be positive"),
+            Some(n) => tuning.snapshot_after_logs = n,
+            None => {}
+        }
+        match self.event_history {
+            Some(0) => bad.push("event_history", "must be positive"),
+            Some(n) => tuning.event_history = n,
+            None => {}
+        }
         bad.into_result()?;
         let parse = |s: &str| s.parse().expect("default address parses");
         Ok(Config {
@@ -119,6 +137,7 @@ impl Flags {
             advertise_api: self.advertise_api,
             advertise_raft: self.advertise_raft,
             start,
+            tuning,
         })
     }
 }

@@ -3,7 +3,7 @@
 //! for clients) and the peer listener (RaftPeer) until the shutdown token is cancelled.
 //! Every gRPC server answers grpc.health.v1 and server reflection, so generic tools work.
 
-use crate::cluster::{Cluster, Tuning};
+use crate::cluster::Cluster;
 use crate::config::{Config, Start};
 use crate::raft::Member;
 use crate::{Error, Result};
@@ -77,8 +77,7 @@ pub async fn run(
             .clone()
             .unwrap_or(api.local_addr()?.to_string()),
     };
-    let cluster =
-        Cluster::open(config.id, &config.data_dir, me.clone(), &Tuning::default()).await?;
+    let cluster = Cluster::open(config.id, &config.data_dir, me.clone(), &config.tuning).await?;
     let initialized = cluster.is_initialized()?;
     if !initialized && config.start == Start::Resume {
         cluster.shutdown().await;
@@ -180,9 +179,17 @@ async fn serve(
     listener: TcpListener,
     shutdown: CancellationToken,
 ) -> Result<()> {
+    use tokio_stream::StreamExt;
+    // Small request/response exchanges must not wait out Nagle's algorithm against
+    // delayed ACKs (40 ms per round trip on Linux).
+    let incoming = TcpListenerStream::new(listener).map(|stream| {
+        let stream = stream?;
+        stream.set_nodelay(true)?;
+        Ok::<_, std::io::Error>(stream)
+    });
     tonic::transport::Server::builder()
         .add_routes(routes)
-        .serve_with_incoming_shutdown(TcpListenerStream::new(listener), shutdown.cancelled_owned())
+        .serve_with_incoming_shutdown(incoming, shutdown.cancelled_owned())
         .await
         .map_err(|e| Error::Internal(format!("grpc server: {e}")))
 }
