@@ -27,8 +27,8 @@ pub struct Global {
     /// Output format.
     #[arg(short = 'o', long = "output", value_enum, default_value_t = Format::Table, global = true)]
     pub output: Format,
-    /// Longest a request may take; for streams (snapshots, events), the longest wait
-    /// for the server to start answering or to send the next message.
+    /// Longest a request may take. Streams (snapshots, events) may run longer: for them
+    /// it bounds connecting and, when saving a snapshot, each wait for the next chunk.
     #[arg(long, default_value = "10s", value_parser = humantime::parse_duration, global = true)]
     pub timeout: Duration,
 }

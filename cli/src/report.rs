@@ -41,6 +41,9 @@ pub fn render(err: &anyhow::Error) -> String {
 /// only its lead is kept, since the violations follow on lines of their own.
 fn status_message(status: &tonic::Status, violations: &[FieldViolation]) -> String {
     let message = status.message();
+    if status.code() == tonic::Code::Cancelled && message == tonic::TimeoutExpired(()).to_string() {
+        return "no answer in time (raise --timeout to wait longer)".to_owned();
+    }
     let inlined = violations
         .iter()
         .map(|v| message.find(&format!("{}: {}", v.field, v.description)))
@@ -104,7 +107,10 @@ mod tests {
             "bad spec: spec.name: must be a DNS label",
             details,
         );
-        assert!(render(&status.into()).starts_with("error: bad spec: spec.name: must be a DNS label\n  spec.name"));
+        assert!(
+            render(&status.into())
+                .starts_with("error: bad spec: spec.name: must be a DNS label\n  spec.name")
+        );
     }
 
     #[test]
@@ -115,6 +121,13 @@ mod tests {
         assert_eq!(
             render(&err),
             "error: Unavailable: The service is currently unavailable\n"
+        );
+        let err = anyhow::Error::new(tonic::Status::from_error(Box::new(tonic::TimeoutExpired(
+            (),
+        ))));
+        assert_eq!(
+            render(&err),
+            "error: no answer in time (raise --timeout to wait longer)\n"
         );
         let err = anyhow::anyhow!("disk full").context("write backup.snap");
         assert_eq!(render(&err), "error: write backup.snap: disk full\n");

@@ -34,6 +34,9 @@ use std::sync::Arc;
 use std::time::{Duration, Instant};
 use tokio::sync::watch;
 
+/// Longest a joining member may take to catch up before it would be made a voter.
+pub const CATCH_UP_TIMEOUT: Duration = Duration::from_secs(30);
+
 /// Raft timing and retention; defaults suit a LAN (as etcd's do: 100 ms heartbeats).
 #[derive(Debug, Clone)]
 pub struct Tuning {
@@ -290,20 +293,39 @@ impl Cluster {
     }
 
     /// Adds a member as a learner, waits until it has caught up, then (unless
-    /// `learner_only`) promotes it to voter. Runs on the leader only.
+    /// `learner_only`) promotes it to voter. Runs on the leader only. A member that does
+    /// not catch up within [`CATCH_UP_TIMEOUT`] (a wrong address, say) stays a learner
+    /// and the call fails: promoting it would cost the cluster its quorum.
     pub async fn add_member(&self, id: NodeId, member: Member, learner_only: bool) -> Result<()> {
         self.require_leader()?;
+        let raft_addr = member.raft_addr.clone();
         self.raft
-            .add_learner(id, member, true)
+            .add_learner(id, member, false)
             .await
             .map_err(membership_error)?;
-        if !learner_only {
-            let voters = BTreeSet::from([id]);
-            self.raft
-                .change_membership(ChangeMembers::AddVoterIds(voters), false)
-                .await
-                .map_err(membership_error)?;
+        if learner_only {
+            return Ok(());
         }
+        let target = self.raft.metrics().borrow().last_log_index;
+        let caught_up = move |m: &openraft::RaftMetrics<NodeId, Member>| {
+            let matched = m.replication.as_ref().and_then(|r| r.get(&id).cloned());
+            matched.flatten().map(|l| l.index) >= target
+        };
+        self.raft
+            .wait(Some(CATCH_UP_TIMEOUT))
+            .metrics(caught_up, "new member caught up")
+            .await
+            .map_err(|_| {
+                Error::Unavailable(format!(
+                    "member {id} at {raft_addr} did not catch up within {CATCH_UP_TIMEOUT:?}; \
+                     it stays a learner: check its address, then add it again or remove it"
+                ))
+            })?;
+        let voters = BTreeSet::from([id]);
+        self.raft
+            .change_membership(ChangeMembers::AddVoterIds(voters), false)
+            .await
+            .map_err(membership_error)?;
         Ok(())
     }
 
@@ -425,10 +447,7 @@ pub fn result_or_error(result: pb::CommandResult) -> Result<pb::CommandResult> {
     };
     let message = err.message.clone();
     Err(match err.code() {
-        Code::NotFound => Error::NotFound {
-            kind: "object",
-            name: message,
-        },
+        Code::NotFound => Error::NotFound(message),
         Code::AlreadyExists => Error::AlreadyExists(message),
         Code::InvalidArgument => Error::invalid(err.field.clone(), message),
         Code::FailedPrecondition | Code::UnsupportedVersion | Code::Unspecified => {

@@ -59,8 +59,8 @@ impl fmt::Display for FieldViolations {
 pub enum Error {
     #[error("invalid argument: {0}")]
     InvalidArgument(FieldViolations),
-    #[error("{kind} {name:?} not found")]
-    NotFound { kind: &'static str, name: String },
+    #[error("{0}")]
+    NotFound(String),
     #[error("{0}")]
     FailedPrecondition(String),
     #[error("{0}")]
@@ -81,10 +81,7 @@ pub type Result<T, E = Error> = std::result::Result<T, E>;
 
 impl Error {
     pub fn not_found(kind: &'static str, name: impl Into<String>) -> Self {
-        Error::NotFound {
-            kind,
-            name: name.into(),
-        }
+        Error::NotFound(format!("{kind} {:?} not found", name.into()))
     }
 
     pub fn invalid(field: impl Into<String>, reason: impl Into<String>) -> Self {
@@ -94,7 +91,7 @@ impl Error {
     pub fn code(&self) -> tonic::Code {
         match self {
             Error::InvalidArgument(_) => tonic::Code::InvalidArgument,
-            Error::NotFound { .. } => tonic::Code::NotFound,
+            Error::NotFound(_) => tonic::Code::NotFound,
             Error::FailedPrecondition(_) => tonic::Code::FailedPrecondition,
             Error::AlreadyExists(_) => tonic::Code::AlreadyExists,
             Error::Unavailable(_) => tonic::Code::Unavailable,

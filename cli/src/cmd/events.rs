@@ -52,8 +52,9 @@ pub async fn run(global: &Global, args: &Args) -> anyhow::Result<()> {
             Ok(None) => anyhow::bail!(
                 "the server ended the watch after event {last}; resume with --from {last}"
             ),
+            Err(status) if compacted(&status) => return Err(explain(status, last)),
             Err(status) => {
-                return Err(explain(status, last)).with_context(|| {
+                return Err(status).with_context(|| {
                     format!("watch broke after event {last}; resume with --from {last}")
                 });
             }
@@ -70,17 +71,24 @@ pub async fn run(global: &Global, args: &Args) -> anyhow::Result<()> {
     }
 }
 
-/// A status, with what to do about an index older than the server's history.
-fn explain(status: tonic::Status, from: u64) -> anyhow::Error {
-    let compacted = status.code() == tonic::Code::OutOfRange
+/// Whether the server no longer has the events the watch asked for.
+fn compacted(status: &tonic::Status) -> bool {
+    status.code() == tonic::Code::OutOfRange
         && status
             .get_details_error_info()
-            .is_some_and(|info| info.reason == "INDEX_COMPACTED");
-    let hint = format!(
-        "events after index {from} are no longer all retained; re-list what you follow and watch from the index the list returns, or start at the oldest retained with --from 0"
-    );
-    let err = anyhow::Error::new(status);
-    if compacted { err.context(hint) } else { err }
+            .is_some_and(|info| info.reason == "INDEX_COMPACTED")
+}
+
+/// A status, with what to do about an index older than the server's history.
+fn explain(status: tonic::Status, from: u64) -> anyhow::Error {
+    if compacted(&status) && from > 0 {
+        anyhow::anyhow!(
+            "{} (--from 0 starts at the oldest event retained)",
+            status.message()
+        )
+    } else {
+        status.into()
+    }
 }
 
 #[cfg(test)]

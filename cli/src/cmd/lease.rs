@@ -15,7 +15,7 @@ pub enum Command {
     /// List leases.
     #[command(alias = "list")]
     Ls,
-    /// Take a lease, or renew it when HOLDER already has it. Fails when someone else does.
+    /// Take a lease; fails when another holder has it.
     Acquire {
         name: String,
         /// Who takes it; the same string must be given to release it.

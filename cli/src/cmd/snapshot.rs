@@ -227,7 +227,8 @@ async fn restore(global: &Global, path: &Path, force: bool) -> anyhow::Result<()
         tokio::task::spawn_blocking(move || -> anyhow::Result<()> {
             let file =
                 std::fs::File::open(&path).with_context(|| format!("open {}", path.display()))?;
-            let mut reader = Reader::new(BufReader::new(file))?;
+            let mut reader = Reader::new(BufReader::new(file))
+                .with_context(|| format!("snapshot file {}", path.display()))?;
             while let Some(part) = reader
                 .next_part()
                 .with_context(|| format!("snapshot file {}", path.display()))?

@@ -281,9 +281,16 @@ impl ControlPlane for ControlPlaneService {
         request: Request<pb::ApplyServiceRequest>,
     ) -> Reply<pb::ApplyServiceResponse> {
         let req = request.into_inner();
+        // References are checked against this member's state first; only a spec that
+        // fails there pays for a linearizable read, so a reference to something just
+        // created elsewhere is never refused because this member lags.
+        let local = self.cluster.read(pb::ReadConsistency::Stale, known_names);
+        if validate::apply_service(&req, &local.await?).is_err() {
+            let consistency = pb::ReadConsistency::Linearizable;
+            let known = self.cluster.read(consistency, known_names).await?;
+            validate::apply_service(&req, &known)?;
+        }
         let consistency = pb::ReadConsistency::Linearizable;
-        let known = self.cluster.read(consistency, known_names).await?;
-        validate::apply_service(&req, &known)?;
         if req.dry_run {
             return ok(self
                 .cluster

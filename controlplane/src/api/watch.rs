@@ -77,6 +77,10 @@ async fn run(cluster: Cluster, mut from: u64, topics: Vec<Topic>, tx: Sender) {
         applied.borrow_and_update();
         let (found, last) = {
             let state = cluster.state().read().await;
+            if from == 0 {
+                // 0 means "from the oldest retained event", whatever was compacted.
+                from = state.oldest_retained_index().saturating_sub(1);
+            }
             (state.events_after(from, &topics), state.event_index())
         };
         let events = match found {
