@@ -80,6 +80,15 @@ pub struct Config {
     pub tuning: crate::cluster::Tuning,
 }
 
+impl constellation_proto::process::Flags for Flags {
+    fn config_file(&self) -> Option<&std::path::Path> {
+        self.config.as_deref()
+    }
+    fn log(&self) -> &LogFlags {
+        &self.log
+    }
+}
+
 impl Flags {
     /// Checks the merged flags; every problem is reported, named by its key.
     pub fn resolve(self) -> Result<Config> {

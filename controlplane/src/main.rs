@@ -2,7 +2,6 @@
 //! until SIGINT/SIGTERM, then drains within a bounded time.
 
 use anyhow::Context;
-use clap::Parser;
 use constellation_controlplane::{config::Flags, server};
 use constellation_proto::process;
 use std::time::Duration;
@@ -17,10 +16,7 @@ fn main() -> std::process::ExitCode {
 
 #[tokio::main]
 async fn run() -> anyhow::Result<()> {
-    let flags = Flags::parse();
-    let flags = process::layered(flags.config.clone().as_deref(), &flags)?;
-    flags.log.init()?;
-    let config = flags.resolve()?;
+    let config = process::start::<Flags>()?.resolve()?;
 
     let api = tokio::net::TcpListener::bind(config.api_listen)
         .await

@@ -35,6 +35,15 @@ pub struct Config {
     pub listen: SocketAddr,
 }
 
+impl constellation_proto::process::Flags for Flags {
+    fn config_file(&self) -> Option<&std::path::Path> {
+        self.config.as_deref()
+    }
+    fn log(&self) -> &LogFlags {
+        &self.log
+    }
+}
+
 impl Flags {
     pub fn resolve(self) -> Result<Config> {
         let controlplane = self

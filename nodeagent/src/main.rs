@@ -1,7 +1,6 @@
 //! `constellation-agent`: parses flags and config, checks its Docker engine, runs until
 //! SIGINT/SIGTERM.
 
-use clap::Parser;
 use constellation_nodeagent::{config::Flags, docker};
 use constellation_proto::process;
 fn main() -> std::process::ExitCode {
@@ -10,10 +9,7 @@ fn main() -> std::process::ExitCode {
 
 #[tokio::main]
 async fn run() -> anyhow::Result<()> {
-    let flags = Flags::parse();
-    let flags = process::layered(flags.config.clone().as_deref(), &flags)?;
-    flags.log.init()?;
-    let config = flags.resolve()?;
+    let config = process::start::<Flags>()?.resolve()?;
     let docker = docker::connect(config.docker_host.as_deref()).await?;
     let version = docker::version(&docker).await?;
     tracing::info!(

@@ -76,6 +76,21 @@ pub fn layered<T: Serialize + DeserializeOwned>(
     serde_json::from_value(merged).map_err(|e| ConfigError::Invalid(e.to_string()))
 }
 
+/// A binary's flags struct (also its config-file schema): where its config file is and
+/// how it logs.
+pub trait Flags: clap::Parser + Serialize + DeserializeOwned {
+    fn config_file(&self) -> Option<&Path>;
+    fn log(&self) -> &LogFlags;
+}
+
+/// Parses flags and environment, layers them over the config file, starts logging.
+pub fn start<F: Flags>() -> Result<F, ConfigError> {
+    let cli = F::parse();
+    let flags: F = layered(cli.config_file(), &cli)?;
+    flags.log().init()?;
+    Ok(flags)
+}
+
 /// Writes every non-null leaf of `over` into `base`, descending into nested tables.
 fn overlay(base: &mut serde_json::Value, over: serde_json::Value) {
     match (base, over) {

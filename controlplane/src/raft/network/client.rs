@@ -87,47 +87,53 @@ impl Network {
         leader_raft_addr: &str,
         command: &pb::Command,
     ) -> Result<pb::CommandResult> {
-        let mut client = self
-            .client(leader_raft_addr)
-            .map_err(|e| Error::Unavailable(format!("leader address {leader_raft_addr:?}: {e}")))?;
         let req = pb::ForwardWriteRequest {
             command: command.encode_to_vec(),
         };
-        let resp = tokio::time::timeout(
-            FORWARD_TIMEOUT,
-            client.forward_write(with_timeout(req, FORWARD_TIMEOUT)),
-        )
-        .await
-        .map_err(|_| {
-            Error::Unavailable(format!(
-                "the leader at {leader_raft_addr} did not answer within {FORWARD_TIMEOUT:?}"
-            ))
-        })?
-        .map_err(|status| forward_error(leader_raft_addr, status))?;
-        pb::CommandResult::decode(resp.into_inner().result.as_slice())
+        let resp = self
+            .call_leader(
+                leader_raft_addr,
+                |mut client, req| async move { client.forward_write(req).await },
+                req,
+            )
+            .await?;
+        pb::CommandResult::decode(resp.result.as_slice())
             .map_err(|e| Error::Internal(format!("forwarded write result: {e}")))
     }
-}
 
-impl Network {
     /// Asks the leader at `leader_raft_addr` for the index a linearizable read must see
     /// (`RaftPeer.ReadIndex`); errors as for [`Network::forward_write`].
     pub async fn read_index(&self, leader_raft_addr: &str) -> Result<u64> {
-        let mut client = self
-            .client(leader_raft_addr)
-            .map_err(|e| Error::Unavailable(format!("leader address {leader_raft_addr:?}: {e}")))?;
-        let resp = tokio::time::timeout(
-            FORWARD_TIMEOUT,
-            client.read_index(with_timeout(pb::ReadIndexRequest {}, FORWARD_TIMEOUT)),
-        )
-        .await
-        .map_err(|_| {
-            Error::Unavailable(format!(
-                "the leader at {leader_raft_addr} did not answer within {FORWARD_TIMEOUT:?}"
-            ))
-        })?
-        .map_err(|status| forward_error(leader_raft_addr, status))?;
-        Ok(resp.into_inner().index)
+        let resp = self
+            .call_leader(
+                leader_raft_addr,
+                |mut client, req| async move { client.read_index(req).await },
+                pb::ReadIndexRequest {},
+            )
+            .await?;
+        Ok(resp.index)
+    }
+
+    /// One unary call to the leader, bounded by [`FORWARD_TIMEOUT`], its failures
+    /// mapped as [`Network::forward_write`] documents.
+    async fn call_leader<Req, Resp, F, Fut>(&self, addr: &str, call: F, req: Req) -> Result<Resp>
+    where
+        F: FnOnce(RaftPeerClient<Channel>, Request<Req>) -> Fut,
+        Fut: std::future::Future<Output = std::result::Result<tonic::Response<Resp>, Status>>,
+    {
+        let client = self
+            .client(addr)
+            .map_err(|e| Error::Unavailable(format!("leader address {addr:?}: {e}")))?;
+        let call = call(client, with_timeout(req, FORWARD_TIMEOUT));
+        let resp = tokio::time::timeout(FORWARD_TIMEOUT, call)
+            .await
+            .map_err(|_| {
+                Error::Unavailable(format!(
+                    "the leader at {addr} did not answer within {FORWARD_TIMEOUT:?}"
+                ))
+            })?
+            .map_err(|status| forward_error(addr, status))?;
+        Ok(resp.into_inner())
     }
 }
 
