@@ -1,6 +1,6 @@
 //! The control-plane process: checks the data directory, opens the member's Raft
 //! storage, bootstraps, joins or resumes, then serves the API listener (ControlPlane
-//! for clients) and the peer listener (RaftPeer) until the shutdown token is cancelled.
+//! for clients, Dispatcher for agents) and the peer listener (RaftPeer) until the shutdown token is cancelled.
 //! Every gRPC server answers grpc.health.v1 and server reflection, so generic tools work.
 
 use crate::cluster::Cluster;
@@ -90,6 +90,7 @@ pub async fn run(
 
     let mut api_routes = base_routes().await?;
     api_routes.add_service(crate::api::control_plane_server(cluster.clone()));
+    api_routes.add_service(crate::api::dispatcher_server(cluster.clone()));
     let mut raft_routes = base_routes().await?;
     raft_routes.add_service(cluster.peer_service());
     let api_server = serve(api_routes.routes(), api, shutdown.clone());

@@ -5,5 +5,6 @@
 pub mod config;
 pub mod docker;
 pub mod error;
+pub mod runtime;
 
 pub use error::{Error, Result};

@@ -15,6 +15,7 @@
 //! * [`snapshot`]: operator backups (SaveSnapshot / RestoreSnapshot).
 
 mod control;
+pub mod dispatcher;
 mod snapshot;
 mod watch;
 
@@ -23,6 +24,7 @@ mod tests;
 
 use crate::cluster::Cluster;
 use constellation_proto::v1::control_plane_server::ControlPlaneServer;
+pub use dispatcher::dispatcher_server;
 
 /// Largest request message the API accepts; larger ones are refused by tonic before a
 /// handler runs. Snapshot restores stream in chunks well below it.

@@ -1,0 +1,410 @@
+//! One accepted session: `SessionAccepted`, the FULL assignments, then a task that
+//! answers the agent's messages and follows the applied state.
+//!
+//! Assignments: after every applied batch (`Cluster::applied_events`) the task
+//! recomputes the node's desired set from the local state (every non-terminal
+//! allocation placed on the node whose service exists: desired STOP, LOST, STOPPED and
+//! FAILED ones are not desired) and sends a DELTA with what changed against what it
+//! sent last: upserts for new allocations and changed ones (placement, intent, spec
+//! hash, secret or config data; the allocation's status, which the agent itself
+//! reports, is not a change), removals for allocations no longer desired. Nothing is
+//! sent when nothing changed; each message's version is the previous one + 1.
+//!
+//! Each assignment carries the service's current spec and hash, even when the
+//! allocation was placed for an older version: the agent compares hashes with its
+//! containers. Secret and config data travel in the assignment only and are never
+//! logged.
+
+use std::collections::BTreeMap;
+use std::time::Instant;
+
+use constellation_proto::v1::{
+    self as pb, agent_message::Kind as Up, control_message::Kind as Down,
+};
+use prost::Message;
+use sha2::{Digest, Sha256};
+use tokio::sync::{mpsc, watch};
+use tokio_stream::wrappers::ReceiverStream;
+use tonic::{Status, Streaming};
+
+use super::{DispatcherService, DispatcherSettings, SessionInfo, SessionRegistry, lock, status};
+use crate::cluster::Cluster;
+use crate::state::{State, is_terminal};
+use crate::{Error, Result};
+
+/// Control messages buffered per session before the task waits for the agent.
+const BUFFER: usize = 16;
+
+pub type ControlStream = ReceiverStream<std::result::Result<pb::ControlMessage, Status>>;
+
+type Sender = mpsc::Sender<std::result::Result<pb::ControlMessage, Status>>;
+
+/// Accepts the session of registered node `node_id`: queues `SessionAccepted` and the
+/// FULL assignments, records the session and starts its task.
+pub(super) async fn start(
+    service: &DispatcherService,
+    node_id: String,
+    hello: pb::Hello,
+    inbound: Streaming<pb::AgentMessage>,
+) -> Result<ControlStream> {
+    let cluster = service.cluster.clone();
+    let session_id = uuid::Uuid::new_v4().to_string();
+    let accepted = accepted(service, &node_id, &session_id).await?;
+    let (tx, rx) = mpsc::channel(BUFFER);
+    let mut session = Session {
+        cluster: cluster.clone(),
+        settings: service.settings.clone(),
+        sessions: service.sessions(),
+        node_id,
+        session_id,
+        tx,
+        version: 0,
+        sent: BTreeMap::new(),
+    };
+    // Marked seen before the FULL is computed, so any later batch wakes the task.
+    let mut applied = cluster.applied_events();
+    applied.borrow_and_update();
+    let full = session.full().await;
+    let queued = session.send(Down::Accepted(accepted)).await.is_ok()
+        && session.send(Down::Assignments(full)).await.is_ok();
+    if !queued {
+        return Err(Error::Unavailable("the agent went away".into()));
+    }
+    let now = Instant::now();
+    lock(&session.sessions).insert(
+        session.node_id.clone(),
+        SessionInfo {
+            session_id: session.session_id.clone(),
+            last_heartbeat: now,
+            connected_since: now,
+        },
+    );
+    let node_name = hello
+        .node
+        .as_ref()
+        .map(|n| n.name.clone())
+        .unwrap_or_default();
+    tracing::info!(
+        node = %node_name, node_id = %session.node_id, session_id = %session.session_id,
+        running = hello.running.len(), "dispatcher: session accepted"
+    );
+    let (reports, flusher) = status::spawn(cluster, session.node_id.clone(), &session.settings);
+    // What a reconnecting agent runs is its first status report.
+    if !hello.running.is_empty() {
+        let _ = reports.send(hello.running).await;
+    }
+    tokio::spawn(async move {
+        session.run(inbound, applied, reports).await;
+        // The buffer writes what is left once its channel (dropped by `run`) closes.
+        let _ = flusher.await;
+        session.unregister();
+        tracing::info!(
+            node_id = %session.node_id, session_id = %session.session_id,
+            "dispatcher: session ended"
+        );
+    });
+    Ok(ReceiverStream::new(rx))
+}
+
+/// `SessionAccepted` for the node: its ids, the heartbeat period, the gossip addresses
+/// of the other READY nodes and the API addresses of the control-plane members.
+async fn accepted(
+    service: &DispatcherService,
+    node_id: &str,
+    session_id: &str,
+) -> Result<pb::SessionAccepted> {
+    let gossip_seeds = service
+        .cluster
+        .read(pb::ReadConsistency::Stale, |s| gossip_seeds(s, node_id))
+        .await?;
+    let controlplane_addrs = service
+        .cluster
+        .status()
+        .await?
+        .members
+        .into_iter()
+        .map(|m| m.api_addr)
+        .filter(|a| !a.is_empty())
+        .collect();
+    Ok(pb::SessionAccepted {
+        node_id: node_id.to_owned(),
+        session_id: session_id.to_owned(),
+        heartbeat_period: Some(super::proto_duration(service.settings.heartbeat_period)),
+        gossip_seeds,
+        controlplane_addrs,
+    })
+}
+
+fn gossip_seeds(state: &State, node_id: &str) -> Vec<String> {
+    state
+        .nodes()
+        .filter(|n| n.id != node_id && n.status() == pb::NodeStatus::Ready)
+        .filter_map(|n| n.description.as_ref()?.addresses.as_ref())
+        .map(|a| a.gossip_addr.clone())
+        .filter(|a| !a.is_empty())
+        .collect()
+}
+
+/// Why the task stopped reading the agent.
+enum End {
+    /// The agent closed its stream or went away.
+    Gone,
+    /// The session is refused from here on with this error.
+    Refused(Error),
+}
+
+struct Session {
+    cluster: Cluster,
+    settings: DispatcherSettings,
+    sessions: SessionRegistry,
+    node_id: String,
+    session_id: String,
+    tx: Sender,
+    /// Version of the last `Assignments` sent.
+    version: u64,
+    /// Fingerprints of the assignments the agent has, by allocation id.
+    sent: BTreeMap<String, [u8; 32]>,
+}
+
+impl Session {
+    async fn run(
+        &mut self,
+        mut inbound: Streaming<pb::AgentMessage>,
+        mut applied: watch::Receiver<u64>,
+        reports: status::StatusSender,
+    ) {
+        let end = loop {
+            tokio::select! {
+                message = inbound.message() => match message {
+                    Ok(Some(message)) => {
+                        if let Err(end) = self.handle(message, &reports).await {
+                            break end;
+                        }
+                    }
+                    Ok(None) => break End::Gone,
+                    Err(e) => {
+                        tracing::debug!(node_id = %self.node_id, error = %e, "dispatcher: agent stream failed");
+                        break End::Gone;
+                    }
+                },
+                changed = applied.changed() => {
+                    if changed.is_err() {
+                        break End::Refused(Error::Unavailable("the member is shutting down".into()));
+                    }
+                    if let Some(delta) = self.delta().await
+                        && self.send(Down::Assignments(delta)).await.is_err()
+                    {
+                        break End::Gone;
+                    }
+                }
+                () = self.tx.closed() => break End::Gone,
+            }
+        };
+        if let End::Refused(error) = end {
+            tracing::info!(node_id = %self.node_id, session_id = %self.session_id, %error, "dispatcher: ending session");
+            let _ = self.tx.send(Err(error.into())).await;
+        }
+    }
+
+    async fn handle(
+        &mut self,
+        message: pb::AgentMessage,
+        reports: &status::StatusSender,
+    ) -> std::result::Result<(), End> {
+        let Some(kind) = message.kind else {
+            return Ok(());
+        };
+        match kind {
+            Up::Hello(_) => {
+                return Err(End::Refused(Error::invalid(
+                    "hello",
+                    "Hello is only the first message of a session",
+                )));
+            }
+            Up::Heartbeat(beat) => {
+                if !self.touch() {
+                    return Err(End::Refused(Error::FailedPrecondition(
+                        "a newer session of this node replaced this one".into(),
+                    )));
+                }
+                let ack = pb::HeartbeatAck {
+                    sequence: beat.sequence,
+                    heartbeat_period: Some(super::proto_duration(self.settings.heartbeat_period)),
+                };
+                self.send(Down::HeartbeatAck(ack))
+                    .await
+                    .map_err(|()| End::Gone)?;
+            }
+            Up::Status(batch) => {
+                if !batch.reports.is_empty() && reports.send(batch.reports).await.is_err() {
+                    return Err(End::Refused(Error::Internal(
+                        "the status buffer stopped".into(),
+                    )));
+                }
+            }
+            Up::Gossip(gossip) => {
+                tracing::debug!(node_id = %self.node_id, members = gossip.members.len(), "dispatcher: gossip report");
+            }
+            Up::MigrationProgress(progress) => {
+                tracing::debug!(
+                    node_id = %self.node_id, migration_id = %progress.migration_id,
+                    phase = ?progress.phase(), bytes_moved = progress.bytes_moved,
+                    bytes_total = progress.bytes_total, "dispatcher: migration progress"
+                );
+            }
+        }
+        Ok(())
+    }
+
+    async fn send(&self, kind: Down) -> std::result::Result<(), ()> {
+        let message = pb::ControlMessage { kind: Some(kind) };
+        self.tx.send(Ok(message)).await.map_err(drop)
+    }
+
+    /// Records a heartbeat; false when a newer session of the node took over.
+    fn touch(&self) -> bool {
+        match lock(&self.sessions).get_mut(&self.node_id) {
+            Some(info) if info.session_id == self.session_id => {
+                info.last_heartbeat = Instant::now();
+                true
+            }
+            _ => false,
+        }
+    }
+
+    /// Removes this session's registry entry (not a newer session's).
+    fn unregister(&self) {
+        let mut sessions = lock(&self.sessions);
+        if sessions
+            .get(&self.node_id)
+            .is_some_and(|info| info.session_id == self.session_id)
+        {
+            sessions.remove(&self.node_id);
+        }
+    }
+
+    /// Everything the node should run, as the next version.
+    async fn full(&mut self) -> pb::Assignments {
+        let desired = self.desired().await;
+        self.sent = desired
+            .iter()
+            .map(|(id, a)| (id.clone(), fingerprint(a)))
+            .collect();
+        self.version += 1;
+        pb::Assignments {
+            kind: pb::AssignmentsKind::Full as i32,
+            version: self.version,
+            upserts: desired.into_values().collect(),
+            removals: Vec::new(),
+        }
+    }
+
+    /// What changed since the last message, as the next version; `None` if nothing.
+    async fn delta(&mut self) -> Option<pb::Assignments> {
+        let desired = self.desired().await;
+        let removals: Vec<String> = self
+            .sent
+            .keys()
+            .filter(|id| !desired.contains_key(*id))
+            .cloned()
+            .collect();
+        for id in &removals {
+            self.sent.remove(id);
+        }
+        let mut upserts = Vec::new();
+        for (id, assignment) in desired {
+            let print = fingerprint(&assignment);
+            if self.sent.get(&id) != Some(&print) {
+                self.sent.insert(id, print);
+                upserts.push(assignment);
+            }
+        }
+        if upserts.is_empty() && removals.is_empty() {
+            return None;
+        }
+        self.version += 1;
+        Some(pb::Assignments {
+            kind: pb::AssignmentsKind::Delta as i32,
+            version: self.version,
+            upserts,
+            removals,
+        })
+    }
+
+    async fn desired(&self) -> BTreeMap<String, pb::Assignment> {
+        let state = self.cluster.state().read().await;
+        desired_assignments(&state, &self.node_id)
+    }
+}
+
+/// The assignments of every non-terminal allocation on the node whose service exists,
+/// by allocation id.
+fn desired_assignments(state: &State, node_id: &str) -> BTreeMap<String, pb::Assignment> {
+    state
+        .allocations_of_node(node_id)
+        .filter(|a| !is_terminal(a))
+        .filter_map(|alloc| {
+            let service = state.service(&alloc.service_name);
+            let Some((service, spec)) = service.and_then(|s| Some((s, s.spec.clone()?))) else {
+                tracing::debug!(
+                    allocation = %alloc.id, service = %alloc.service_name,
+                    "dispatcher: allocation of an unknown service is not assigned"
+                );
+                return None;
+            };
+            let secrets = files(&alloc.id, "secret", &spec.secrets, |name| {
+                state.secret_data(name).map(<[u8]>::to_vec)
+            });
+            let configs = files(&alloc.id, "config", &spec.configs, |name| {
+                let config = state.config(name)?;
+                config.spec.as_ref().map(|c| c.data.clone())
+            });
+            let assignment = pb::Assignment {
+                allocation: Some(alloc.clone()),
+                spec_hash: service.spec_hash.clone(),
+                spec: Some(spec),
+                secrets,
+                configs,
+            };
+            Some((alloc.id.clone(), assignment))
+        })
+        .collect()
+}
+
+/// The data of the referenced objects, each name once; a missing one is left out
+/// (logged by name only).
+fn files(
+    allocation: &str,
+    kind: &str,
+    references: &[pb::FileReference],
+    data: impl Fn(&str) -> Option<Vec<u8>>,
+) -> Vec<pb::FileData> {
+    let mut out: Vec<pb::FileData> = Vec::new();
+    for reference in references {
+        if out.iter().any(|f| f.name == reference.name) {
+            continue;
+        }
+        match data(&reference.name) {
+            Some(data) => out.push(pb::FileData {
+                name: reference.name.clone(),
+                data,
+            }),
+            None => tracing::debug!(
+                allocation, kind, name = %reference.name,
+                "dispatcher: referenced object does not exist; assigned without it"
+            ),
+        }
+    }
+    out
+}
+
+/// What identifies an assignment's content for the agent: everything but the
+/// allocation's status (the agent's own report) and the spec (its hash stands for it).
+fn fingerprint(assignment: &pb::Assignment) -> [u8; 32] {
+    let mut key = assignment.clone();
+    key.spec = None;
+    if let Some(alloc) = key.allocation.as_mut() {
+        alloc.status = None;
+    }
+    Sha256::digest(key.encode_to_vec()).into()
+}
