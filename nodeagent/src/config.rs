@@ -4,11 +4,13 @@
 use crate::{Error, Result};
 use constellation_proto::process::LogFlags;
 use serde::{Deserialize, Serialize};
+use std::collections::BTreeMap;
 use std::net::{IpAddr, SocketAddr};
 use std::path::PathBuf;
 
 pub const DEFAULT_CONTROLPLANE: &str = "127.0.0.1:7400";
 pub const DEFAULT_GOSSIP_PORT: u16 = 7946;
+pub const DEFAULT_SECRETS_DIR: &str = "/var/lib/constellation/secrets";
 
 /// Run the Constellation node agent: runs this machine's assigned containers on Docker.
 #[derive(Debug, Clone, Default, clap::Parser, Serialize, Deserialize)]
@@ -34,6 +36,13 @@ pub struct Flags {
     /// Address other nodes and clients reach this node on [default: 127.0.0.1].
     #[arg(long, env = "CONSTELLATION_ADVERTISE_ADDR")]
     pub advertise_addr: Option<IpAddr>,
+    /// Node label k=v; repeatable.
+    #[arg(long = "label", env = "CONSTELLATION_LABELS", value_delimiter = ',')]
+    #[serde(rename = "labels")]
+    pub label: Option<Vec<String>>,
+    /// Directory the secret and config files of containers are written to.
+    #[arg(long, env = "CONSTELLATION_SECRETS_DIR")]
+    pub secrets_dir: Option<PathBuf>,
     #[command(flatten)]
     pub log: LogFlags,
 }
@@ -45,6 +54,8 @@ pub struct Config {
     pub docker_host: Option<String>,
     pub gossip_listen: SocketAddr,
     pub advertise_addr: IpAddr,
+    pub labels: BTreeMap<String, String>,
+    pub secrets_dir: PathBuf,
 }
 
 impl constellation_proto::process::Flags for Flags {
@@ -76,6 +87,15 @@ impl Flags {
             ));
         }
         let advertise_addr = self.advertise_addr.unwrap_or(IpAddr::from([127, 0, 0, 1]));
+        let mut labels = BTreeMap::new();
+        for l in self.label.unwrap_or_default() {
+            match l.split_once('=') {
+                Some((k, v)) if !k.trim().is_empty() => {
+                    labels.insert(k.trim().to_owned(), v.to_owned());
+                }
+                _ => return Err(Error::Config(format!("label {l:?}: expected key=value"))),
+            }
+        }
         Ok(Config {
             name,
             controlplane,
@@ -84,6 +104,10 @@ impl Flags {
                 .gossip_listen
                 .unwrap_or(SocketAddr::new(advertise_addr, DEFAULT_GOSSIP_PORT)),
             advertise_addr,
+            labels,
+            secrets_dir: self
+                .secrets_dir
+                .unwrap_or_else(|| PathBuf::from(DEFAULT_SECRETS_DIR)),
         })
     }
 }

@@ -9,6 +9,9 @@ pub enum Error {
     Docker(#[from] bollard::errors::Error),
     #[error("io: {0}")]
     Io(#[from] std::io::Error),
+    /// A task of the agent failed.
+    #[error("{0}")]
+    Task(String),
 }
 
 pub type Result<T, E = Error> = std::result::Result<T, E>;

@@ -2,9 +2,12 @@
 //! machine on its Docker engine, reports their health, and gossips with other agents.
 #![forbid(unsafe_code)]
 
+pub mod agent;
 pub mod config;
 pub mod docker;
 pub mod error;
+pub mod reconcile;
 pub mod runtime;
+pub mod session;
 
 pub use error::{Error, Result};

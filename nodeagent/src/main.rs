@@ -1,7 +1,7 @@
-//! `constellation-agent`: parses flags and config, checks its Docker engine, runs until
-//! SIGINT/SIGTERM.
+//! `constellation-agent`: parses flags and config, checks its Docker engine, runs the
+//! session and the reconciler until SIGINT/SIGTERM.
 
-use constellation_nodeagent::{config::Flags, docker};
+use constellation_nodeagent::{agent, config::Flags, docker};
 use constellation_proto::process;
 fn main() -> std::process::ExitCode {
     process::exit_status(run())
@@ -17,9 +17,11 @@ async fn run() -> anyhow::Result<()> {
         docker = %version,
         controlplane = ?config.controlplane,
         advertise = %config.advertise_addr,
+        secrets_dir = %config.secrets_dir.display(),
         "agent started"
     );
-    process::shutdown_token().cancelled().await;
+    let shutdown = process::shutdown_token();
+    agent::run(config, docker, version, shutdown).await?;
     tracing::info!("stopped");
     Ok(())
 }

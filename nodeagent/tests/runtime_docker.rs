@@ -26,7 +26,7 @@ async fn runtime(secrets_dir: PathBuf) -> Option<DockerRuntime> {
         Err(e) => Err(e.to_string()),
     };
     match reachable {
-        Ok(d) => Some(DockerRuntime::new(d, secrets_dir)),
+        Ok(d) => Some(DockerRuntime::new(d, unique("node"), secrets_dir)),
         Err(e) if std::env::var("CI").is_ok() => panic!("Docker unreachable under CI: {e}"),
         Err(e) => {
             eprintln!("SKIPPING: Docker is unreachable ({e}); set CI to make this a failure");

@@ -3,8 +3,8 @@
 use super::spec::{container_config, container_name, extra_networks, protocol_from_name};
 use super::{
     ContainerId, ContainerRuntime, ContainerStatus, FileMount, LABEL_ALLOCATION, LABEL_MANAGED,
-    LABEL_SERVICE, LABEL_SLOT, LABEL_SPEC_HASH, Observed, OwnedContainer, Prepared, Result,
-    RuntimeError, RuntimeEvent, RuntimeEventKind,
+    LABEL_NODE, LABEL_SERVICE, LABEL_SLOT, LABEL_SPEC_HASH, Observed, OwnedContainer, Prepared,
+    Result, RuntimeError, RuntimeEvent, RuntimeEventKind,
 };
 use bollard::Docker;
 use bollard::errors::Error as DockerError;
@@ -36,6 +36,10 @@ const CONFIGS_SUBDIR: &str = ".configs";
 #[derive(Clone)]
 pub struct DockerRuntime {
     docker: Docker,
+    /// The node this runtime runs containers for; it owns only containers labelled
+    /// with it, so several agents (tests, or hosts sharing an engine) never touch each
+    /// other's containers.
+    node: String,
     secrets_dir: PathBuf,
 }
 
@@ -129,12 +133,22 @@ fn event_of(msg: EventMessage) -> Option<RuntimeEvent> {
 
 impl DockerRuntime {
     /// `docker` should come from [`crate::docker::connect`] (API version negotiated).
-    /// Secret and config files go under `secrets_dir/<allocation id>/`.
-    pub fn new(docker: Docker, secrets_dir: PathBuf) -> Self {
+    /// Secret and config files go under `secrets_dir/<allocation id>/`. `node` is the
+    /// agent's node name (see the `node` field).
+    pub fn new(docker: Docker, node: impl Into<String>, secrets_dir: PathBuf) -> Self {
         Self {
             docker,
+            node: node.into(),
             secrets_dir,
         }
+    }
+
+    /// Docker label filters selecting the containers this runtime owns.
+    fn owned_filter(&self) -> Vec<String> {
+        vec![
+            format!("{LABEL_MANAGED}=true"),
+            format!("{LABEL_NODE}={}", self.node),
+        ]
     }
 
     pub fn docker(&self) -> &Docker {
@@ -509,7 +523,10 @@ impl ContainerRuntime for DockerRuntime {
     }
 
     async fn create(&self, a: &Assignment, prepared: &Prepared) -> Result<ContainerId> {
-        let body = container_config(a, prepared)?;
+        let mut body = container_config(a, prepared)?;
+        body.labels
+            .get_or_insert_with(Default::default)
+            .insert(LABEL_NODE.into(), self.node.clone());
         let name = container_name(a);
         let opts = CreateContainerOptionsBuilder::new().name(&name).build();
         let created = match self.docker.create_container(Some(opts), body).await {
@@ -644,7 +661,7 @@ impl ContainerRuntime for DockerRuntime {
     }
 
     async fn list_owned(&self) -> Result<Vec<OwnedContainer>> {
-        let filters = HashMap::from([("label", vec![format!("{LABEL_MANAGED}=true")])]);
+        let filters = HashMap::from([("label", self.owned_filter())]);
         let opts = ListContainersOptionsBuilder::new()
             .all(true)
             .filters(&filters)
@@ -679,7 +696,7 @@ impl ContainerRuntime for DockerRuntime {
     fn events(&self) -> BoxStream<'static, Result<RuntimeEvent>> {
         let filters = HashMap::from([
             ("type", vec!["container".to_string()]),
-            ("label", vec![format!("{LABEL_MANAGED}=true")]),
+            ("label", self.owned_filter()),
             (
                 "event",
                 ["start", "die", "oom", "health_status", "destroy"]

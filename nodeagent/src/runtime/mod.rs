@@ -29,6 +29,8 @@ pub const LABEL_SPEC_HASH: &str = "constellation.spec-hash";
 pub const LABEL_SLOT: &str = "constellation.slot";
 /// Label marking everything the agent manages; its value is "true".
 pub const LABEL_MANAGED: &str = "constellation.managed";
+/// The node whose agent created the container.
+pub const LABEL_NODE: &str = "constellation.node";
 
 /// Errors of the container runtime.
 #[derive(Debug, thiserror::Error)]

@@ -1,0 +1,66 @@
+//! Wires the agent together: the runtime, the reconciler and the session, as tasks of
+//! one `JoinSet` under one shutdown token.
+
+use crate::config::Config;
+use crate::reconcile::{Reconciler, StatusQueue};
+use crate::runtime::DockerRuntime;
+use crate::session::{self, SessionConfig};
+use bollard::Docker;
+use std::sync::Arc;
+use std::time::Duration;
+use tokio::sync::mpsc;
+use tokio::task::JoinSet;
+use tokio_util::sync::CancellationToken;
+
+/// Time the tasks get to finish after shutdown.
+pub const SHUTDOWN_GRACE: Duration = Duration::from_secs(10);
+/// Assignments messages buffered between the session and the reconciler.
+const ASSIGNMENTS_BUFFER: usize = 16;
+
+/// Runs the agent until `shutdown` is cancelled (or a task fails).
+pub async fn run(
+    config: Config,
+    docker: Docker,
+    docker_version: String,
+    shutdown: CancellationToken,
+) -> crate::Result<()> {
+    let runtime = Arc::new(DockerRuntime::new(
+        docker,
+        config.name.clone(),
+        config.secrets_dir.clone(),
+    ));
+    let status = Arc::new(StatusQueue::new());
+    let advertise = config.advertise_addr.to_string();
+    let mut reconciler = Reconciler::new(runtime, status.clone(), advertise.clone());
+    // What runs now goes into the first Hello.
+    reconciler.observe_all().await;
+
+    let (assignments_tx, assignments_rx) = mpsc::channel(ASSIGNMENTS_BUFFER);
+    let session_config = SessionConfig {
+        controlplane: config.controlplane.clone(),
+        node: session::node_description(
+            &config.name,
+            &advertise,
+            &config.gossip_listen.to_string(),
+            config.labels.clone(),
+            &docker_version,
+        ),
+    };
+    let mut tasks: JoinSet<crate::Result<()>> = JoinSet::new();
+    {
+        let cancel = shutdown.clone();
+        tasks.spawn(async move {
+            reconciler.run(assignments_rx, cancel).await;
+            Ok(())
+        });
+    }
+    tasks.spawn(session::run(
+        session_config,
+        assignments_tx,
+        status,
+        shutdown.clone(),
+    ));
+    constellation_proto::process::run_until_shutdown(&mut tasks, &shutdown, SHUTDOWN_GRACE)
+        .await
+        .map_err(crate::Error::Task)
+}

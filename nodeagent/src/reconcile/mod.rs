@@ -1,0 +1,607 @@
+//! The reconciler: makes the node's containers match the desired assignments.
+//!
+//! Desired is the latest assignment set ([`DesiredSet`]); actual is
+//! `runtime.list_owned()`. Per desired allocation: no container → prepare, create,
+//! start; a container from another spec hash → stop, remove, create the new one; an
+//! exited container → restarted per the spec's restart policy after a [`Backoff`]
+//! delay. Owned containers of allocations no longer desired are stopped and removed.
+//! Containers without `constellation.managed=true` are never touched (the runtime only
+//! lists and reports ours).
+//!
+//! Until the first FULL assignment set arrives nothing is created or removed: running
+//! containers are only observed (and adopted by label once the FULL lists them). When
+//! the control plane is unreachable the last desired set stays and reconciling goes on.
+//!
+//! [`Reconciler::run`] is driven by the runtime's events (one allocation at a time), a
+//! full resync every [`RESYNC_PERIOD`], and the earliest pending restart.
+
+mod backoff;
+mod desired;
+mod status;
+
+pub use backoff::{Backoff, BackoffPolicy};
+pub use desired::{Applied, DesiredSet};
+pub use status::StatusQueue;
+
+use crate::runtime::{
+    ContainerId, ContainerRuntime, LABEL_SPEC_HASH, Observed, OwnedContainer, name_endpoints,
+};
+use constellation_proto::v1::{
+    AllocationReport, AllocationState, AllocationStatus, Assignment, Assignments, AssignmentsKind,
+    HealthState, RestartCondition,
+};
+use futures::StreamExt;
+use std::collections::{BTreeMap, BTreeSet, HashMap};
+use std::sync::Arc;
+use std::time::{Duration, Instant, SystemTime};
+use tokio::sync::mpsc;
+use tokio_util::sync::CancellationToken;
+
+/// Period of the full resync that catches what events missed.
+pub const RESYNC_PERIOD: Duration = Duration::from_secs(60);
+/// Stop grace when the spec gives none (or is unknown).
+pub const DEFAULT_STOP_GRACE: Duration = Duration::from_secs(10);
+/// Wait before re-subscribing to the runtime's events after they fail.
+const EVENTS_RETRY: Duration = Duration::from_secs(1);
+
+/// What the reconciler remembers about one allocation between passes.
+#[derive(Debug, Clone)]
+struct AllocState {
+    backoff: Backoff,
+    restart_count: u32,
+    /// When the next attempt (restart, or prepare after a failure) is due.
+    next_restart_at: Option<Instant>,
+    stop_grace: Duration,
+}
+
+impl AllocState {
+    fn new(policy: BackoffPolicy) -> Self {
+        Self {
+            backoff: Backoff::new(policy),
+            restart_count: 0,
+            next_restart_at: None,
+            stop_grace: DEFAULT_STOP_GRACE,
+        }
+    }
+}
+
+/// Drives a [`ContainerRuntime`] towards the desired assignments and queues status
+/// reports on a [`StatusQueue`].
+pub struct Reconciler<R> {
+    runtime: Arc<R>,
+    status: Arc<StatusQueue>,
+    desired: DesiredSet,
+    allocs: HashMap<String, AllocState>,
+    /// Replaces 0.0.0.0 / :: / empty host addresses in endpoints.
+    advertise_ip: String,
+}
+
+impl<R: ContainerRuntime + 'static> Reconciler<R> {
+    pub fn new(runtime: Arc<R>, status: Arc<StatusQueue>, advertise_ip: impl Into<String>) -> Self {
+        Self {
+            runtime,
+            status,
+            desired: DesiredSet::default(),
+            allocs: HashMap::new(),
+            advertise_ip: advertise_ip.into(),
+        }
+    }
+
+    pub fn desired(&self) -> &DesiredSet {
+        &self.desired
+    }
+
+    pub fn status(&self) -> &Arc<StatusQueue> {
+        &self.status
+    }
+
+    /// Applies an assignments message to the desired set (not to the containers; see
+    /// [`Self::handle`]).
+    pub fn apply(&mut self, msg: Assignments) -> Applied {
+        let applied = self.desired.apply(msg);
+        match &applied {
+            Applied::Changed(ids) => {
+                self.status.set_applied_version(self.desired.version());
+                tracing::debug!(
+                    version = self.desired.version(),
+                    changed = ids.len(),
+                    desired = self.desired.len(),
+                    "reconcile: assignments applied"
+                );
+            }
+            Applied::Ignored(why) => {
+                tracing::warn!(reason = %why, "reconcile: assignments ignored; waiting for the next FULL");
+            }
+        }
+        applied
+    }
+
+    /// Applies an assignments message and reconciles what it changed (everything for a
+    /// FULL).
+    pub async fn handle(&mut self, msg: Assignments) {
+        let full = msg.kind() == AssignmentsKind::Full;
+        if let Applied::Changed(ids) = self.apply(msg) {
+            if full {
+                self.reconcile_all().await;
+            } else {
+                for id in ids {
+                    self.reconcile_allocation(&id).await;
+                }
+            }
+        }
+    }
+
+    /// Reports every owned container as it is, without changing anything.
+    pub async fn observe_all(&mut self) {
+        let owned = match self.runtime.list_owned().await {
+            Ok(o) => o,
+            Err(e) => {
+                tracing::warn!(error = %e, "reconcile: listing containers failed");
+                return;
+            }
+        };
+        for c in owned {
+            if !c.allocation_id.is_empty() {
+                self.observe(&c).await;
+            }
+        }
+    }
+
+    /// One pass over every desired allocation and every owned container.
+    pub async fn reconcile_all(&mut self) {
+        if !self.desired.is_known() {
+            self.observe_all().await;
+            return;
+        }
+        let owned = match self.runtime.list_owned().await {
+            Ok(o) => o,
+            Err(e) => {
+                tracing::warn!(error = %e, "reconcile: listing containers failed");
+                return;
+            }
+        };
+        let mut groups = group(owned);
+        let ids: BTreeSet<String> = self
+            .desired
+            .ids()
+            .cloned()
+            .chain(groups.keys().cloned())
+            .chain(self.allocs.keys().cloned())
+            .collect();
+        for id in ids {
+            let containers = groups.remove(&id).unwrap_or_default();
+            self.reconcile_with(&id, containers).await;
+        }
+    }
+
+    /// Reconciles one allocation.
+    pub async fn reconcile_allocation(&mut self, id: &str) {
+        let owned = match self.runtime.list_owned().await {
+            Ok(o) => o,
+            Err(e) => {
+                tracing::warn!(error = %e, "reconcile: listing containers failed");
+                return;
+            }
+        };
+        let containers: Vec<OwnedContainer> = owned
+            .into_iter()
+            .filter(|c| c.allocation_id == id)
+            .collect();
+        if !self.desired.is_known() {
+            for c in &containers {
+                self.observe(c).await;
+            }
+            return;
+        }
+        self.reconcile_with(id, containers).await;
+    }
+
+    /// The earliest pending restart or retry.
+    pub fn next_wakeup(&self) -> Option<Instant> {
+        self.allocs.values().filter_map(|s| s.next_restart_at).min()
+    }
+
+    /// Reconciles the allocations whose restart or retry is due.
+    pub async fn reconcile_due(&mut self) {
+        let now = Instant::now();
+        let due: Vec<String> = self
+            .allocs
+            .iter()
+            .filter(|(_, s)| s.next_restart_at.is_some_and(|t| t <= now))
+            .map(|(id, _)| id.clone())
+            .collect();
+        for id in due {
+            self.reconcile_allocation(&id).await;
+        }
+    }
+
+    /// Runs until `cancel`: assignments from `assignments`, the runtime's events, the
+    /// periodic resync and pending restarts each trigger a reconcile.
+    pub async fn run(
+        mut self,
+        mut assignments: mpsc::Receiver<Assignments>,
+        cancel: CancellationToken,
+    ) {
+        let mut events = self.runtime.events();
+        let mut resync = tokio::time::interval(RESYNC_PERIOD);
+        resync.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
+        let mut assignments_open = true;
+        loop {
+            let wake = self.next_wakeup();
+            let due = async move {
+                match wake {
+                    Some(t) => tokio::time::sleep_until(t.into()).await,
+                    None => std::future::pending().await,
+                }
+            };
+            tokio::select! {
+                () = cancel.cancelled() => return,
+                msg = assignments.recv(), if assignments_open => match msg {
+                    Some(msg) => self.handle(msg).await,
+                    None => assignments_open = false,
+                },
+                event = events.next() => match event {
+                    Some(Ok(e)) => {
+                        if !e.allocation_id.is_empty() {
+                            tracing::debug!(allocation = %e.allocation_id, kind = ?e.kind, "reconcile: container event");
+                            self.reconcile_allocation(&e.allocation_id).await;
+                        }
+                    }
+                    other => {
+                        if let Some(Err(e)) = other {
+                            tracing::warn!(error = %e, "reconcile: docker events failed; resubscribing");
+                        } else {
+                            tracing::warn!("reconcile: docker events ended; resubscribing");
+                        }
+                        tokio::select! {
+                            () = cancel.cancelled() => return,
+                            () = tokio::time::sleep(EVENTS_RETRY) => {}
+                        }
+                        events = self.runtime.events();
+                        self.reconcile_all().await;
+                    }
+                },
+                _ = resync.tick() => self.reconcile_all().await,
+                () = due => self.reconcile_due().await,
+            }
+        }
+    }
+
+    async fn reconcile_with(&mut self, id: &str, containers: Vec<OwnedContainer>) {
+        let now = Instant::now();
+        let Some(a) = self.desired.get(id).cloned() else {
+            self.remove_allocation(id, containers).await;
+            return;
+        };
+        let spec = a.spec.clone().unwrap_or_default();
+        let policy = BackoffPolicy::from_spec(spec.restart.as_ref());
+        let grace = spec
+            .stop_grace_period
+            .as_ref()
+            .filter(|d| d.seconds >= 0 && d.nanos >= 0)
+            .map_or(DEFAULT_STOP_GRACE, |d| {
+                Duration::new(d.seconds as u64, d.nanos as u32)
+            });
+        let state = self
+            .allocs
+            .entry(id.to_owned())
+            .or_insert_with(|| AllocState::new(policy));
+        state.backoff.set_policy(policy);
+        state.stop_grace = grace;
+
+        // Keep one container of the current spec hash (a running one if any); stop
+        // and remove the rest.
+        let (mut matching, mut stale): (Vec<_>, Vec<_>) = containers
+            .into_iter()
+            .partition(|c| c.spec_hash == a.spec_hash);
+        matching.sort_by_key(|c| !c.running);
+        let keep = if matching.is_empty() {
+            None
+        } else {
+            Some(matching.remove(0))
+        };
+        let replaced = !stale.is_empty();
+        stale.extend(matching);
+        for c in stale {
+            tracing::info!(
+                allocation = %id, container = %c.container_id, old_hash = %c.spec_hash,
+                new_hash = %a.spec_hash, "reconcile: removing a container of another spec"
+            );
+            self.stop_and_remove(&c.container_id, grace).await;
+        }
+        if replaced
+            && keep.is_none()
+            && let Some(s) = self.allocs.get_mut(id)
+        {
+            // A new spec starts at once, whatever the old one was waiting for.
+            s.next_restart_at = None;
+        }
+        match keep {
+            Some(c) => self.tend(id, &a, &c.container_id, now).await,
+            None => self.create_and_start(id, &a, now).await,
+        }
+    }
+
+    async fn remove_allocation(&mut self, id: &str, containers: Vec<OwnedContainer>) {
+        let known = self.allocs.remove(id);
+        if containers.is_empty() && known.is_none() {
+            return;
+        }
+        let grace = known.as_ref().map_or(DEFAULT_STOP_GRACE, |s| s.stop_grace);
+        let mut last = None;
+        for c in containers {
+            tracing::info!(allocation = %id, container = %c.container_id, "reconcile: removing a container no longer assigned");
+            self.stop_and_remove(&c.container_id, grace).await;
+            last = Some(c);
+        }
+        if let Err(e) = self.runtime.release_files(id).await {
+            tracing::warn!(allocation = %id, error = %e, "reconcile: releasing files failed");
+        }
+        self.status.push_final(AllocationReport {
+            allocation_id: id.to_owned(),
+            status: Some(AllocationStatus {
+                state: AllocationState::Stopped as i32,
+                container_id: last
+                    .as_ref()
+                    .map(|c| c.container_id.0.clone())
+                    .unwrap_or_default(),
+                restart_count: known.map_or(0, |s| s.restart_count),
+                updated_at: Some(timestamp(SystemTime::now())),
+                ..Default::default()
+            }),
+            spec_hash: last.map(|c| c.spec_hash).unwrap_or_default(),
+        });
+    }
+
+    async fn stop_and_remove(&self, id: &ContainerId, grace: Duration) {
+        if let Err(e) = self.runtime.stop(id, grace).await {
+            tracing::warn!(container = %id, error = %e, "reconcile: stopping failed; removing anyway");
+        }
+        if let Err(e) = self.runtime.remove(id).await {
+            tracing::warn!(container = %id, error = %e, "reconcile: removing failed");
+        }
+    }
+
+    /// No container for the allocation: prepare, create and start one, unless a retry
+    /// after a failure is not due yet.
+    async fn create_and_start(&mut self, id: &str, a: &Assignment, now: Instant) {
+        let state = self.allocs.get_mut(id).expect("state exists");
+        if state.next_restart_at.is_some_and(|t| t > now) {
+            return;
+        }
+        state.next_restart_at = None;
+        self.push(id, a, AllocationState::Preparing, None, String::new());
+        let prepared = match self.runtime.prepare(a).await {
+            Ok(p) => p,
+            Err(e) => return self.failed(id, a, None, format!("prepare: {e}")),
+        };
+        let cid = match self.runtime.create(a, &prepared).await {
+            Ok(c) => c,
+            Err(e) => return self.failed(id, a, None, format!("create: {e}")),
+        };
+        self.push(id, a, AllocationState::Starting, Some(&cid), String::new());
+        if let Err(e) = self.runtime.start(&cid).await {
+            return self.failed(id, a, Some(&cid), format!("start: {e}"));
+        }
+        tracing::info!(allocation = %id, container = %cid, "reconcile: container started");
+        if let Some(s) = self.allocs.get_mut(id) {
+            s.backoff.started(Instant::now());
+        }
+        self.report_container(id, a, &cid).await;
+    }
+
+    /// The allocation has a container of its spec: keep it running per the restart
+    /// policy.
+    async fn tend(&mut self, id: &str, a: &Assignment, cid: &ContainerId, now: Instant) {
+        let obs = match self.runtime.inspect(cid).await {
+            Ok(o) => o,
+            Err(e) if e.is_not_found() => return self.create_and_start(id, a, now).await,
+            Err(e) => {
+                tracing::warn!(allocation = %id, container = %cid, error = %e, "reconcile: inspect failed");
+                return;
+            }
+        };
+        let state = self.allocs.get_mut(id).expect("state exists");
+        if obs.running {
+            state.backoff.observe_running(now);
+            state.next_restart_at = None;
+            let report = self.report(id, a, &obs, AllocationState::Running, String::new());
+            self.status.push(report);
+            return;
+        }
+        let condition = a
+            .spec
+            .as_ref()
+            .and_then(|s| s.restart.as_ref())
+            .map_or(RestartCondition::Always, |r| r.condition());
+        let restart = match condition {
+            RestartCondition::Never => false,
+            RestartCondition::OnFailure => obs.exit_code != 0 || obs.oom_killed,
+            RestartCondition::Always | RestartCondition::Unspecified => true,
+        };
+        if !restart {
+            state.next_restart_at = None;
+            let report = self.report(id, a, &obs, AllocationState::Exited, String::new());
+            self.status.push(report);
+            return;
+        }
+        match state.next_restart_at {
+            None => {
+                let delay = state.backoff.failed(now);
+                state.next_restart_at = Some(now + delay);
+                tracing::info!(
+                    allocation = %id, container = %cid, exit_code = obs.exit_code,
+                    oom_killed = obs.oom_killed, ?delay, "reconcile: container exited; restarting after a delay"
+                );
+                let report = self.report(id, a, &obs, AllocationState::Restarting, String::new());
+                self.status.push(report);
+            }
+            Some(t) if t > now => {}
+            Some(_) => {
+                state.next_restart_at = None;
+                state.restart_count = state.restart_count.saturating_add(1);
+                tracing::info!(allocation = %id, container = %cid, restarts = state.restart_count, "reconcile: restarting container");
+                if let Err(e) = self.runtime.start(cid).await {
+                    return self.failed(id, a, Some(cid), format!("restart: {e}"));
+                }
+                if let Some(s) = self.allocs.get_mut(id) {
+                    s.backoff.started(Instant::now());
+                }
+                self.report_container(id, a, cid).await;
+            }
+        }
+    }
+
+    /// An attempt failed: FAILED with `message`, retried after the backoff delay.
+    fn failed(&mut self, id: &str, a: &Assignment, cid: Option<&ContainerId>, message: String) {
+        let now = Instant::now();
+        let state = self.allocs.get_mut(id).expect("state exists");
+        let delay = state.backoff.failed(now);
+        state.next_restart_at = Some(now + delay);
+        tracing::warn!(allocation = %id, error = %message, retry_in = ?delay, "reconcile: allocation failed");
+        self.push(id, a, AllocationState::Failed, cid, message);
+    }
+
+    /// Inspects the container and reports it.
+    async fn report_container(&mut self, id: &str, a: &Assignment, cid: &ContainerId) {
+        match self.runtime.inspect(cid).await {
+            Ok(obs) => {
+                let state = if obs.running {
+                    AllocationState::Running
+                } else {
+                    AllocationState::Starting
+                };
+                let report = self.report(id, a, &obs, state, String::new());
+                self.status.push(report);
+            }
+            Err(e) => {
+                tracing::warn!(allocation = %id, container = %cid, error = %e, "reconcile: inspect failed")
+            }
+        }
+    }
+
+    /// Reports a container as it is (before the desired set is known).
+    async fn observe(&mut self, c: &OwnedContainer) {
+        match self.runtime.inspect(&c.container_id).await {
+            Ok(obs) => {
+                let state = if obs.running {
+                    AllocationState::Running
+                } else {
+                    AllocationState::Exited
+                };
+                let a = Assignment::default();
+                let mut report = self.report(&c.allocation_id, &a, &obs, state, String::new());
+                report.spec_hash = c.spec_hash.clone();
+                self.status.push(report);
+            }
+            Err(e) => {
+                tracing::debug!(container = %c.container_id, error = %e, "reconcile: inspect failed")
+            }
+        }
+    }
+
+    /// A report without a container observation.
+    fn push(
+        &mut self,
+        id: &str,
+        a: &Assignment,
+        state: AllocationState,
+        cid: Option<&ContainerId>,
+        message: String,
+    ) {
+        let s = self.allocs.get(id);
+        let status = AllocationStatus {
+            state: state as i32,
+            health: HealthState::Unspecified as i32,
+            container_id: cid.map(|c| c.0.clone()).unwrap_or_default(),
+            restart_count: s.map_or(0, |s| s.restart_count),
+            message,
+            updated_at: Some(timestamp(SystemTime::now())),
+            next_restart_at: s.and_then(|s| s.next_restart_at).map(instant_timestamp),
+            ..Default::default()
+        };
+        self.status.push(AllocationReport {
+            allocation_id: id.to_owned(),
+            status: Some(status),
+            spec_hash: a.spec_hash.clone(),
+        });
+    }
+
+    fn report(
+        &self,
+        id: &str,
+        a: &Assignment,
+        obs: &Observed,
+        state: AllocationState,
+        message: String,
+    ) -> AllocationReport {
+        let s = self.allocs.get(id);
+        let mut endpoints = obs.endpoints.clone();
+        for e in &mut endpoints {
+            if e.host_ip.is_empty() || e.host_ip == "0.0.0.0" || e.host_ip == "::" {
+                e.host_ip.clone_from(&self.advertise_ip);
+            }
+        }
+        // Docker lists a port bound on every address twice (0.0.0.0 and ::).
+        let mut seen = BTreeSet::new();
+        endpoints.retain(|e| {
+            seen.insert((e.container_port, e.protocol, e.host_ip.clone(), e.host_port))
+        });
+        if let Some(spec) = &a.spec {
+            name_endpoints(&mut endpoints, spec);
+        }
+        let message = if message.is_empty() {
+            obs.error.clone()
+        } else {
+            message
+        };
+        let spec_hash = obs
+            .labels
+            .get(LABEL_SPEC_HASH)
+            .cloned()
+            .unwrap_or_else(|| a.spec_hash.clone());
+        AllocationReport {
+            allocation_id: id.to_owned(),
+            status: Some(AllocationStatus {
+                state: state as i32,
+                health: obs.health as i32,
+                container_id: obs.container_id.0.clone(),
+                restart_count: s.map_or(0, |s| s.restart_count),
+                exit_code: if obs.running { 0 } else { obs.exit_code },
+                oom_killed: obs.oom_killed,
+                message,
+                endpoints,
+                started_at: obs.started_at,
+                updated_at: Some(timestamp(SystemTime::now())),
+                next_restart_at: s.and_then(|s| s.next_restart_at).map(instant_timestamp),
+                networks: obs.networks.clone(),
+                ..Default::default()
+            }),
+            spec_hash,
+        }
+    }
+}
+
+fn group(owned: Vec<OwnedContainer>) -> BTreeMap<String, Vec<OwnedContainer>> {
+    let mut groups: BTreeMap<String, Vec<OwnedContainer>> = BTreeMap::new();
+    for c in owned {
+        if c.allocation_id.is_empty() {
+            tracing::debug!(container = %c.container_id, "reconcile: managed container without an allocation label; left alone");
+            continue;
+        }
+        groups.entry(c.allocation_id.clone()).or_default().push(c);
+    }
+    groups
+}
+
+pub fn timestamp(t: SystemTime) -> pbjson_types::Timestamp {
+    let d = t.duration_since(SystemTime::UNIX_EPOCH).unwrap_or_default();
+    pbjson_types::Timestamp {
+        seconds: d.as_secs() as i64,
+        nanos: d.subsec_nanos() as i32,
+    }
+}
+
+fn instant_timestamp(t: Instant) -> pbjson_types::Timestamp {
+    timestamp(SystemTime::now() + t.saturating_duration_since(Instant::now()))
+}
