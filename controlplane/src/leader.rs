@@ -117,6 +117,8 @@ pub async fn run(cluster: Cluster, shutdown: CancellationToken) {
             }
         }
         expire_due_leases(&cluster, &mut clocks).await;
+        // Scheduler: place, stop and clean up allocations (see `crate::scheduler`).
+        crate::scheduler::schedule_once(&cluster).await;
     }
 }
 

@@ -8,6 +8,7 @@ pub mod config;
 pub mod error;
 pub mod leader;
 pub mod raft;
+pub mod scheduler;
 pub mod server;
 pub mod state;
 pub mod validate;

@@ -232,3 +232,38 @@ impl ControlPlane {
         Ok(())
     }
 }
+
+/// A node agent process connected to a control plane.
+pub struct Agent {
+    pub name: String,
+    pub process: Process,
+}
+
+impl Agent {
+    /// Starts `constellation-agent` named `name` against `controlplane` (an API
+    /// address), with its secrets under `secrets_dir`, on the default Docker engine.
+    pub async fn start(name: &str, controlplane: &str, secrets_dir: &Path) -> anyhow::Result<Self> {
+        let args: Vec<String> = [
+            "--name",
+            name,
+            "--controlplane",
+            controlplane,
+            "--secrets-dir",
+            &secrets_dir.display().to_string(),
+            "--gossip-listen",
+            "127.0.0.1:0",
+        ]
+        .iter()
+        .map(|s| s.to_string())
+        .collect();
+        let bin = binary("constellation-agent")?;
+        let mut process = Process::spawn(name, &bin, &args)?;
+        process
+            .wait_for_log("agent started", Duration::from_secs(30))
+            .await?;
+        Ok(Self {
+            name: name.to_owned(),
+            process,
+        })
+    }
+}

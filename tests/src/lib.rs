@@ -252,6 +252,22 @@ pub mod docker {
         }
     }
 
+    /// Names of the containers (running or not) carrying label `key=value`.
+    pub async fn containers_with_label(key: &str, value: &str) -> anyhow::Result<Vec<String>> {
+        use bollard::query_parameters::ListContainersOptionsBuilder;
+        let docker = connect().await?;
+        let filters = HashMap::from([("label", vec![format!("{key}={value}")])]);
+        let options = ListContainersOptionsBuilder::default()
+            .all(true)
+            .filters(&filters)
+            .build();
+        let list = docker.list_containers(Some(options)).await?;
+        Ok(list
+            .into_iter()
+            .flat_map(|c| c.names.unwrap_or_default())
+            .collect())
+    }
+
     /// Everything the container wrote to stdout and stderr so far, as lossy UTF-8.
     pub async fn collect_logs(docker: &Docker, name: &str) -> anyhow::Result<String> {
         let options = LogsOptionsBuilder::default()

@@ -98,10 +98,7 @@ pub fn open_with_history(
     path: &Path,
     history_capacity: usize,
 ) -> Result<(LogStore, StateMachineStore), Error> {
-    let db = sled::Config::new()
-        .path(path)
-        .cache_capacity(CACHE_CAPACITY_BYTES)
-        .open()
+    let db = open_db(path)
         .map_err(|e| Error::Internal(format!("opening raft store at {}: {e}", path.display())))?;
     let tree = |name: &str| {
         db.open_tree(name).map_err(|e| {
@@ -124,6 +121,31 @@ pub fn open_with_history(
     })?;
     Ok((log_store, sm))
 }
+
+/// Opens the sled database, waiting up to [`LOCK_WAIT`] for its file lock: sled's
+/// background threads of a just-dropped handle (or a process still exiting) release it
+/// a moment after the handle is gone.
+fn open_db(path: &Path) -> sled::Result<sled::Db> {
+    let config = sled::Config::new()
+        .path(path)
+        .cache_capacity(CACHE_CAPACITY_BYTES);
+    let deadline = std::time::Instant::now() + LOCK_WAIT;
+    loop {
+        match config.open() {
+            // sled reports a held lock as ErrorKind::Other with this message.
+            Err(sled::Error::Io(e))
+                if e.to_string().contains("could not acquire lock")
+                    && std::time::Instant::now() < deadline =>
+            {
+                std::thread::sleep(std::time::Duration::from_millis(20));
+            }
+            other => return other,
+        }
+    }
+}
+
+/// How long [`open_db`] waits for another handle to release the database's lock.
+const LOCK_WAIT: std::time::Duration = std::time::Duration::from_secs(5);
 
 // ---------------------------------------------------------------------------------------
 // Errors and encodings

@@ -1,0 +1,457 @@
+//! The scheduler: turns the desired state (services and their replica counts) and the
+//! observed state (nodes, allocations) into a [`PlanCommand`].
+//!
+//! [`plan`] is a pure function of the state (ids are injected), so the same state
+//! always gives the same plan and tests can drive it without a cluster. The leader
+//! calls [`schedule_once`] on every tick; it reads the state, plans, and commits the
+//! plan when there is one.
+//!
+//! # What one plan does
+//!
+//! 1. **Releases.** Allocations of deleted services are removed once the agent no
+//!    longer runs them (status not RUNNING/STARTING), and asked to stop (desired STOP)
+//!    while it still does. Services with more live allocations than replicas stop the
+//!    extras, highest slots first. Released reservations are free for step 2 of the
+//!    same plan (as the state counts them once the plan applies).
+//! 2. **Placements.** Services with fewer live allocations than replicas get new ones
+//!    in the lowest free slots, each on the best eligible node (see [`plan`]). A LOST
+//!    allocation of the same slot is the new one's `previous_allocation_id` and is
+//!    removed in the same plan.
+//!
+//! A live allocation is never moved: the only change a plan makes to one is desired
+//! STOP. Applying a plan and planning again gives `None` (the plan is a fixpoint).
+//!
+//! Later work (reschedule policies, drain batches, rolling updates, reporting
+//! unplaceable replicas) adds steps to the private `Planner` without changing this shape.
+
+#[cfg(test)]
+mod tests;
+
+use std::collections::{BTreeMap, BTreeSet};
+
+use constellation_proto::v1::{
+    self as pb, Allocation, AllocationDesiredState, AllocationState, ConstraintOperator, Node,
+    NodeAvailability, NodeResources, NodeStatus, PlanCommand, Service, ServiceSpec,
+};
+
+use crate::cluster::Cluster;
+use crate::state::{AllocationFilter, State, is_terminal};
+use crate::validate::{parse_cpus, parse_memory};
+
+/// Computes the next plan for `state`, or `None` when nothing needs to change.
+///
+/// `ids` generates the ids of new allocations, called once per placement in a
+/// deterministic order (the leader passes uuid v4s; tests pass a counter).
+///
+/// A node is eligible for a new allocation of a service when it is READY and ACTIVE,
+/// every placement constraint holds on it, it holds fewer than `max_per_node` live
+/// allocations of the service (when set), and its free resources (capacity minus
+/// `allocated` minus what this plan already placed, plus what it released) cover the
+/// service's reservation. Among eligible nodes the best is, in order: the one whose
+/// value of each `spreads` attribute holds the fewest allocations of the service, the
+/// one with the fewest allocations of the service, the one with the fewest allocations
+/// overall, the first by name.
+pub fn plan(state: &State, ids: &mut impl FnMut() -> String) -> Option<PlanCommand> {
+    let mut planner = Planner::new(state);
+    planner.release_orphans();
+    for service in state.services() {
+        planner.scale_down(service);
+    }
+    for service in state.services() {
+        planner.scale_up(service, ids);
+    }
+    planner.finish()
+}
+
+/// Plans against the leader's state and commits the plan, if any. Errors are logged:
+/// the next tick plans again from whatever was applied.
+pub async fn schedule_once(cluster: &Cluster) {
+    let planned = cluster
+        .read(pb::ReadConsistency::Stale, |s| {
+            plan(s, &mut || uuid::Uuid::new_v4().to_string())
+        })
+        .await;
+    let plan = match planned {
+        Ok(Some(plan)) => plan,
+        Ok(None) => return,
+        Err(e) => return tracing::warn!(error = %e, "scheduler: read state"),
+    };
+    let (upserts, removals) = (plan.upserts.len(), plan.removals.len());
+    let command = pb::Command {
+        op: Some(pb::command::Op::Plan(plan)),
+        ..Default::default()
+    };
+    match cluster.write(command).await {
+        Ok(_) => tracing::debug!(upserts, removals, "scheduler: plan committed"),
+        Err(e) => tracing::warn!(error = %e, "scheduler: could not commit plan"),
+    }
+}
+
+/// Replicas the spec asks for: absent means 1.
+fn desired_replicas(spec: &ServiceSpec) -> usize {
+    spec.replicas.unwrap_or(1) as usize
+}
+
+/// What one replica of the service reserves on its node: the reservation, else the
+/// limit, else nothing. Unparseable quantities (validation refuses them) reserve 0.
+pub fn reservation(spec: &ServiceSpec) -> NodeResources {
+    let Some(resources) = &spec.resources else {
+        return NodeResources::default();
+    };
+    let pick = |reservation: &str, limit: &str| {
+        if reservation.is_empty() {
+            limit.to_owned()
+        } else {
+            reservation.to_owned()
+        }
+    };
+    let cpus = pick(&resources.cpu_reservation, &resources.cpus);
+    let memory = pick(&resources.memory_reservation, &resources.memory_limit);
+    let parse = |s: &str, f: fn(&str) -> Result<u64, String>| {
+        if s.is_empty() {
+            return 0;
+        }
+        f(s).unwrap_or_else(|e| {
+            tracing::debug!(service = %spec.name, error = %e, "scheduler: bad resource quantity");
+            0
+        })
+    };
+    NodeResources {
+        cpu_millis: parse(&cpus, parse_cpus),
+        memory_bytes: parse(&memory, parse_memory),
+    }
+}
+
+/// The value of a constraint or spread attribute on a node: `node.name`, `node.id`,
+/// `node.labels.<key>`. `None` when the node has no such attribute.
+fn attribute<'a>(node: &'a Node, attribute: &str) -> Option<&'a str> {
+    let description = node.description.as_ref();
+    match attribute {
+        "node.name" => description.map(|d| d.name.as_str()),
+        "node.id" => Some(node.id.as_str()),
+        _ => {
+            let key = attribute.strip_prefix("node.labels.")?;
+            description?.labels.get(key).map(String::as_str)
+        }
+    }
+}
+
+/// Whether every placement constraint of `spec` holds on `node`.
+fn constraints_hold(spec: &ServiceSpec, node: &Node) -> bool {
+    let Some(placement) = &spec.placement else {
+        return true;
+    };
+    placement.constraints.iter().all(|c| {
+        let value = attribute(node, &c.attribute);
+        let in_set = || value.is_some_and(|v| c.value.split(',').any(|item| item.trim() == v));
+        match c.operator() {
+            ConstraintOperator::Unspecified | ConstraintOperator::Equal => {
+                value == Some(c.value.as_str())
+            }
+            ConstraintOperator::NotEqual => value != Some(c.value.as_str()),
+            ConstraintOperator::In => in_set(),
+            ConstraintOperator::NotIn => !in_set(),
+            ConstraintOperator::Exists => value.is_some(),
+            ConstraintOperator::NotExists => value.is_none(),
+        }
+    })
+}
+
+/// Whether new allocations may go to the node at all (READY and ACTIVE).
+fn accepts_new(node: &Node) -> bool {
+    node.status() == NodeStatus::Ready
+        && matches!(
+            node.availability(),
+            NodeAvailability::Active | NodeAvailability::Unspecified
+        )
+}
+
+/// Live: not terminal (so desired RUN) and on a known node that is not DOWN. Live
+/// allocations count towards the service's replicas and are never moved.
+fn is_live(state: &State, alloc: &Allocation) -> bool {
+    !is_terminal(alloc)
+        && state
+            .node_by_id(&alloc.node_id)
+            .is_some_and(|n| n.status() != NodeStatus::Down)
+}
+
+fn is_running(alloc: &Allocation) -> bool {
+    alloc.status.as_ref().is_some_and(|s| {
+        matches!(
+            s.state(),
+            AllocationState::Running | AllocationState::Starting
+        )
+    })
+}
+
+fn is_lost(alloc: &Allocation) -> bool {
+    alloc
+        .status
+        .as_ref()
+        .is_some_and(|s| s.state() == AllocationState::Lost)
+}
+
+/// A node as this plan sees it: what the state says plus what the plan changed.
+#[derive(Debug)]
+struct NodeUsage<'a> {
+    node: &'a Node,
+    /// Resources reserved by non-terminal allocations, after this plan.
+    used: NodeResources,
+    /// Non-terminal allocations (of every service), after this plan.
+    allocations: usize,
+}
+
+impl NodeUsage<'_> {
+    fn fits(&self, need: &NodeResources) -> bool {
+        let capacity = self
+            .node
+            .description
+            .as_ref()
+            .and_then(|d| d.capacity)
+            .unwrap_or_default();
+        self.used.cpu_millis.saturating_add(need.cpu_millis) <= capacity.cpu_millis
+            && self.used.memory_bytes.saturating_add(need.memory_bytes) <= capacity.memory_bytes
+    }
+
+    fn name(&self) -> &str {
+        self.node
+            .description
+            .as_ref()
+            .map_or("", |d| d.name.as_str())
+    }
+}
+
+/// One planning pass: the state, the plan so far, and the node usage it implies.
+struct Planner<'a> {
+    state: &'a State,
+    /// By node id.
+    nodes: BTreeMap<&'a str, NodeUsage<'a>>,
+    upserts: Vec<Allocation>,
+    removals: Vec<String>,
+    /// Ids of allocations this plan stopped or removed.
+    released: BTreeSet<String>,
+}
+
+impl<'a> Planner<'a> {
+    fn new(state: &'a State) -> Self {
+        let nodes = state
+            .nodes()
+            .map(|node| {
+                let usage = NodeUsage {
+                    node,
+                    used: node.allocated.unwrap_or_default(),
+                    allocations: state
+                        .allocations_of_node(&node.id)
+                        .filter(|a| !is_terminal(a))
+                        .count(),
+                };
+                (node.id.as_str(), usage)
+            })
+            .collect();
+        Self {
+            state,
+            nodes,
+            upserts: Vec::new(),
+            removals: Vec::new(),
+            released: BTreeSet::new(),
+        }
+    }
+
+    fn finish(self) -> Option<PlanCommand> {
+        (!self.upserts.is_empty() || !self.removals.is_empty()).then_some(PlanCommand {
+            upserts: self.upserts,
+            removals: self.removals,
+        })
+    }
+
+    /// Gives back the node resources of an allocation this plan stops or removes.
+    fn release(&mut self, alloc: &Allocation) {
+        self.released.insert(alloc.id.clone());
+        if is_terminal(alloc) {
+            return;
+        }
+        if let Some(usage) = self.nodes.get_mut(alloc.node_id.as_str()) {
+            let reserved = alloc.reserved.unwrap_or_default();
+            usage.used.cpu_millis = usage.used.cpu_millis.saturating_sub(reserved.cpu_millis);
+            usage.used.memory_bytes = usage
+                .used
+                .memory_bytes
+                .saturating_sub(reserved.memory_bytes);
+            usage.allocations = usage.allocations.saturating_sub(1);
+        }
+    }
+
+    fn stop(&mut self, alloc: &Allocation) {
+        self.release(alloc);
+        let mut stopped = alloc.clone();
+        stopped.set_desired_state(AllocationDesiredState::Stop);
+        self.upserts.push(stopped);
+    }
+
+    fn remove(&mut self, alloc: &Allocation) {
+        self.release(alloc);
+        self.removals.push(alloc.id.clone());
+    }
+
+    /// Allocations of services that no longer exist: removed once the agent stopped
+    /// them, told to stop while it has not.
+    fn release_orphans(&mut self) {
+        let all = AllocationFilter {
+            include_terminal: true,
+            ..Default::default()
+        };
+        for alloc in self.state.allocations(&all) {
+            if self.state.service(&alloc.service_name).is_some() {
+                continue;
+            }
+            if !is_running(alloc) {
+                self.remove(alloc);
+            } else if alloc.desired_state() != AllocationDesiredState::Stop {
+                self.stop(alloc);
+            }
+        }
+    }
+
+    /// The service's live allocations not released by this plan, by id.
+    fn live_of(&self, service: &str) -> Vec<&'a Allocation> {
+        let state = self.state;
+        state
+            .allocations_of_service(service)
+            .filter(|a| is_live(state, a) && !self.released.contains(&a.id))
+            .collect()
+    }
+
+    /// Stops live allocations beyond the replica count, highest slots first.
+    fn scale_down(&mut self, service: &Service) {
+        let Some(spec) = &service.spec else {
+            return;
+        };
+        let mut live = self.live_of(&spec.name);
+        let desired = desired_replicas(spec);
+        if live.len() <= desired {
+            return;
+        }
+        live.sort_by(|a, b| (b.slot, &b.id).cmp(&(a.slot, &a.id)));
+        let extra = live.len() - desired;
+        for alloc in live.into_iter().take(extra) {
+            self.stop(alloc);
+        }
+    }
+
+    /// Places new allocations for the missing replicas, lowest free slots first, then
+    /// removes LOST allocations whose slot is live again.
+    fn scale_up(&mut self, service: &Service, ids: &mut impl FnMut() -> String) {
+        let Some(spec) = &service.spec else {
+            return;
+        };
+        let live = self.live_of(&spec.name);
+        // Node id → live allocations of this service, including this plan's.
+        let mut per_node: BTreeMap<String, usize> = BTreeMap::new();
+        for alloc in &live {
+            *per_node.entry(alloc.node_id.clone()).or_default() += 1;
+        }
+        let mut slots: BTreeSet<u32> = live.iter().map(|a| a.slot).collect();
+        let missing = desired_replicas(spec).saturating_sub(live.len());
+        let need = reservation(spec);
+        let lost: Vec<&Allocation> = self
+            .state
+            .allocations_of_service(&spec.name)
+            .filter(|a| is_lost(a) && !self.released.contains(&a.id))
+            .collect();
+        let mut slot = 0u32;
+        for _ in 0..missing {
+            while slots.contains(&slot) {
+                slot += 1;
+            }
+            let Some(node_id) = self.best_node(spec, &need, &per_node) else {
+                // Nothing changed since, so no later slot fits either.
+                tracing::debug!(service = %spec.name, slot, "scheduler: no node fits");
+                break;
+            };
+            let Some(usage) = self.nodes.get_mut(node_id) else {
+                break; // best_node only returns known nodes
+            };
+            usage.used.cpu_millis = usage.used.cpu_millis.saturating_add(need.cpu_millis);
+            usage.used.memory_bytes = usage.used.memory_bytes.saturating_add(need.memory_bytes);
+            usage.allocations += 1;
+            *per_node.entry(node_id.to_owned()).or_default() += 1;
+            let previous = lost.iter().find(|a| a.slot == slot).map(|a| a.id.clone());
+            let alloc = Allocation {
+                id: ids(),
+                service_name: spec.name.clone(),
+                service_version: service.version,
+                node_id: node_id.to_owned(),
+                node_name: usage.name().to_owned(),
+                slot,
+                desired_state: AllocationDesiredState::Run as i32,
+                // The state fills in PENDING, stamped with the command's time.
+                status: None,
+                created_at: None,
+                previous_allocation_id: previous.unwrap_or_default(),
+                reschedule_attempts: 0,
+                reserved: Some(need),
+            };
+            self.upserts.push(alloc);
+            slots.insert(slot);
+        }
+        let replaced: BTreeSet<u32> = live
+            .iter()
+            .map(|a| a.slot)
+            .chain(
+                self.upserts
+                    .iter()
+                    .filter(|u| u.service_name == spec.name && !is_terminal(u))
+                    .map(|u| u.slot),
+            )
+            .collect();
+        for alloc in lost {
+            if replaced.contains(&alloc.slot) {
+                self.remove(alloc);
+            }
+        }
+    }
+
+    /// The best eligible node for one more allocation of `spec` (see [`plan`]).
+    fn best_node(
+        &self,
+        spec: &ServiceSpec,
+        need: &NodeResources,
+        per_node: &BTreeMap<String, usize>,
+    ) -> Option<&'a str> {
+        let placement = spec.placement.clone().unwrap_or_default();
+        let max_per_node = placement.max_per_node as usize;
+        let here = |id: &str| per_node.get(id).copied().unwrap_or(0);
+        self.nodes
+            .iter()
+            .filter(|(id, usage)| {
+                accepts_new(usage.node)
+                    && constraints_hold(spec, usage.node)
+                    && (max_per_node == 0 || here(id) < max_per_node)
+                    && usage.fits(need)
+            })
+            .min_by_key(|(id, usage)| {
+                let spread: Vec<usize> = placement
+                    .spreads
+                    .iter()
+                    .map(|s| self.spread_count(&s.attribute, usage.node, per_node))
+                    .collect();
+                (spread, here(id), usage.allocations, usage.name())
+            })
+            .map(|(id, _)| *id)
+    }
+
+    /// Allocations of the service (`per_node`) on nodes sharing `node`'s value of
+    /// `attribute` (nodes without it share the empty value).
+    fn spread_count(&self, attr: &str, node: &Node, per_node: &BTreeMap<String, usize>) -> usize {
+        let value = attribute(node, attr).unwrap_or("");
+        per_node
+            .iter()
+            .filter(|(id, _)| {
+                self.nodes
+                    .get(id.as_str())
+                    .is_some_and(|u| attribute(u.node, attr).unwrap_or("") == value)
+            })
+            .map(|(_, n)| n)
+            .sum()
+    }
+}
