@@ -536,17 +536,8 @@ impl<R: ContainerRuntime + 'static> Reconciler<R> {
         message: String,
     ) -> AllocationReport {
         let s = self.allocs.get(id);
-        let mut endpoints = obs.endpoints.clone();
-        for e in &mut endpoints {
-            if e.host_ip.is_empty() || e.host_ip == "0.0.0.0" || e.host_ip == "::" {
-                e.host_ip.clone_from(&self.advertise_ip);
-            }
-        }
-        // Docker lists a port bound on every address twice (0.0.0.0 and ::).
-        let mut seen = BTreeSet::new();
-        endpoints.retain(|e| {
-            seen.insert((e.container_port, e.protocol, e.host_ip.clone(), e.host_port))
-        });
+        let endpoints = reachable_endpoints(&obs.endpoints, &self.advertise_ip);
+        let mut endpoints = endpoints;
         if let Some(spec) = &a.spec {
             name_endpoints(&mut endpoints, spec);
         }
@@ -604,4 +595,66 @@ pub fn timestamp(t: SystemTime) -> pbjson_types::Timestamp {
 
 fn instant_timestamp(t: Instant) -> pbjson_types::Timestamp {
     timestamp(SystemTime::now() + t.saturating_duration_since(Instant::now()))
+}
+
+/// The endpoints others can reach: a port bound on every address is reported at the
+/// node's advertise address. Docker binds a port published on every address once per
+/// family (0.0.0.0 and ::), sometimes on two different host ports; only the binding of
+/// the advertise address's family is reachable there, so the other one is left out.
+fn reachable_endpoints(
+    observed: &[constellation_proto::v1::Endpoint],
+    advertise_ip: &str,
+) -> Vec<constellation_proto::v1::Endpoint> {
+    let advertise_v6 = advertise_ip
+        .parse::<std::net::IpAddr>()
+        .is_ok_and(|ip| ip.is_ipv6());
+    let mut seen = BTreeSet::new();
+    observed
+        .iter()
+        .filter_map(|e| {
+            let mut e = e.clone();
+            let wildcard = match e.host_ip.as_str() {
+                "" => Some(advertise_v6),
+                "0.0.0.0" => Some(false),
+                "::" => Some(true),
+                _ => None,
+            };
+            match wildcard {
+                Some(v6) if v6 != advertise_v6 => return None,
+                Some(_) => e.host_ip = advertise_ip.to_owned(),
+                None => {}
+            }
+            seen.insert((e.container_port, e.protocol, e.host_ip.clone(), e.host_port))
+                .then_some(e)
+        })
+        .collect()
+}
+
+#[cfg(test)]
+mod endpoint_tests {
+    use super::*;
+    use constellation_proto::v1::Endpoint;
+
+    fn ep(ip: &str, port: u32) -> Endpoint {
+        Endpoint {
+            container_port: 8080,
+            host_ip: ip.into(),
+            host_port: port,
+            ..Default::default()
+        }
+    }
+
+    #[test]
+    fn wildcard_bindings_of_the_other_family_are_left_out() {
+        let got = reachable_endpoints(&[ep("0.0.0.0", 32813), ep("::", 32812)], "10.1.2.3");
+        assert_eq!(got, vec![ep("10.1.2.3", 32813)]);
+        let got = reachable_endpoints(&[ep("0.0.0.0", 1), ep("::", 2)], "fd00::1");
+        assert_eq!(got, vec![ep("fd00::1", 2)]);
+    }
+
+    #[test]
+    fn specific_bindings_stay_and_duplicates_go() {
+        let got = reachable_endpoints(&[ep("127.0.0.1", 5), ep("127.0.0.1", 5)], "10.1.2.3");
+        assert_eq!(got, vec![ep("127.0.0.1", 5)]);
+    }
 }
