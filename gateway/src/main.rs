@@ -16,12 +16,12 @@ fn main() -> std::process::ExitCode {
 #[tokio::main]
 async fn run() -> anyhow::Result<()> {
     let config = process::start::<Flags>()?.resolve()?;
+    let shutdown = process::shutdown_token();
     let listener = tokio::net::TcpListener::bind(config.listen)
         .await
         .with_context(|| format!("bind listen {}", config.listen))?;
     tracing::info!(listen = %listener.local_addr()?, controlplane = ?config.controlplane, "gateway serving");
 
-    let shutdown = process::shutdown_token();
     let mut tasks = tokio::task::JoinSet::new();
     let stop = shutdown.clone();
     tasks.spawn(async move {

@@ -10,6 +10,7 @@ fn main() -> std::process::ExitCode {
 #[tokio::main]
 async fn run() -> anyhow::Result<()> {
     let config = process::start::<Flags>()?.resolve()?;
+    let shutdown = process::shutdown_token();
     let docker = docker::connect(config.docker_host.as_deref()).await?;
     let version = docker::version(&docker).await?;
     tracing::info!(
@@ -20,7 +21,6 @@ async fn run() -> anyhow::Result<()> {
         secrets_dir = %config.secrets_dir.display(),
         "agent started"
     );
-    let shutdown = process::shutdown_token();
     agent::run(config, docker, version, shutdown).await?;
     tracing::info!("stopped");
     Ok(())

@@ -179,14 +179,21 @@ pub fn exit_status<E: std::fmt::Display>(result: Result<(), E>) -> std::process:
 }
 
 /// One token for the whole process, cancelled on the first SIGINT or SIGTERM. A second
-/// signal exits at once, for operators whose drain is stuck.
+/// signal exits at once, for operators whose drain is stuck. The handlers are in place
+/// when this returns, so a signal sent right after start-up is never lost.
 pub fn shutdown_token() -> CancellationToken {
+    use tokio::signal::unix::{SignalKind, signal};
     let token = CancellationToken::new();
     let cancel = token.clone();
+    let mut term = signal(SignalKind::terminate()).expect("install SIGTERM handler");
+    let mut int = signal(SignalKind::interrupt()).expect("install SIGINT handler");
     tokio::spawn(async move {
         let mut first = true;
         loop {
-            let signal = wait_for_signal().await;
+            let signal = tokio::select! {
+                _ = term.recv() => "SIGTERM",
+                _ = int.recv() => "SIGINT",
+            };
             if first {
                 tracing::info!(signal, "shutting down");
                 cancel.cancel();
@@ -198,16 +205,6 @@ pub fn shutdown_token() -> CancellationToken {
         }
     });
     token
-}
-
-async fn wait_for_signal() -> &'static str {
-    use tokio::signal::unix::{SignalKind, signal};
-    let mut term = signal(SignalKind::terminate()).expect("install SIGTERM handler");
-    let mut int = signal(SignalKind::interrupt()).expect("install SIGINT handler");
-    tokio::select! {
-        _ = term.recv() => "SIGTERM",
-        _ = int.recv() => "SIGINT",
-    }
 }
 
 /// Runs until `shutdown` is cancelled or a task ends on its own (an early end is a
