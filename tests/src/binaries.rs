@@ -141,6 +141,11 @@ impl Process {
             .map_err(Into::into)
     }
 
+    /// The operating-system process id, while the process runs.
+    pub fn pid(&self) -> Option<u32> {
+        self.child.id()
+    }
+
     /// Kills the process at once (SIGKILL), as a crash would.
     pub async fn kill(&mut self) -> anyhow::Result<()> {
         self.child.kill().await.map_err(Into::into)

@@ -6,6 +6,11 @@
 //! of about 1 KiB encoded (a spec with 512 bytes of environment), one at a time. Prints
 //! committed writes per second and p50/p99 latency per concurrency level.
 //!
+//! `constellation-bench containers [--count 100]`: N single-container services deployed
+//! through a control plane to one agent on the local Docker engine, against a shell
+//! loop of `docker run -d` for the same N containers; time until all run, then the
+//! agent's resident memory and its CPU use over 10 idle seconds.
+//!
 //! Build the binaries in release mode first; the bench starts the control plane from
 //! the same target directory as itself:
 //!
@@ -20,6 +25,8 @@ use constellation_proto::v1::control_plane_client::ControlPlaneClient;
 use constellation_tests::binaries::{ControlPlane, Start, set_echo_logs};
 use std::time::{Duration, Instant};
 use tonic::transport::Channel;
+
+mod containers;
 
 #[derive(Parser)]
 struct Args {
@@ -38,12 +45,19 @@ enum Bench {
         #[arg(long, value_delimiter = ',', default_value = "1,16,256")]
         clients: Vec<usize>,
     },
+    /// Time to start N containers through Constellation (one agent) against a shell
+    /// loop of `docker run -d`, then the agent's RSS and idle CPU.
+    Containers {
+        #[arg(long, default_value_t = 100)]
+        count: usize,
+    },
 }
 
 #[tokio::main]
 async fn main() -> anyhow::Result<()> {
     match Args::parse().bench {
         Bench::Raft { seconds, clients } => raft(Duration::from_secs(seconds), &clients).await,
+        Bench::Containers { count } => containers::run(count).await,
     }
 }
 
@@ -118,7 +132,7 @@ async fn wait_for_three_voters(addr: &str) -> anyhow::Result<u64> {
     anyhow::bail!("the cluster did not form")
 }
 
-fn connect(addr: &str) -> anyhow::Result<ControlPlaneClient<Channel>> {
+pub(crate) fn connect(addr: &str) -> anyhow::Result<ControlPlaneClient<Channel>> {
     let channel = Channel::from_shared(format!("http://{addr}"))?
         .timeout(Duration::from_secs(30))
         .connect_lazy();
