@@ -115,6 +115,12 @@ impl State {
         status.updated_at = Some(now);
         let mut alloc = existing.clone();
         alloc.status = Some(status);
+        // Once the control plane has given an allocation up (stopped, lost, failed) its
+        // slot and resources may already be someone else's: a late report cannot bring
+        // it back to life.
+        if super::is_terminal(existing) && !super::is_terminal(&alloc) {
+            return;
+        }
         let health = HealthEvent {
             allocation_id: alloc.id.clone(),
             service_name: alloc.service_name.clone(),
