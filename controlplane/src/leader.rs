@@ -89,11 +89,14 @@ impl LeaseClocks {
 }
 
 /// Runs until `shutdown`: while this member leads, records its leadership once per
-/// term and expires leases whose countdown ran out.
+/// term, expires leases whose countdown ran out, and runs the scheduler whenever the
+/// state changed since its last successful plan (a plan is a function of the state).
 pub async fn run(cluster: Cluster, shutdown: CancellationToken) {
     let metrics = cluster.raft().metrics();
+    let applied = cluster.applied_events();
     let mut clocks = LeaseClocks::default();
     let mut recorded_term = None;
+    let mut planned_at = None;
     let mut tick = tokio::time::interval(TICK);
     tick.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
     loop {
@@ -108,6 +111,7 @@ pub async fn run(cluster: Cluster, shutdown: CancellationToken) {
         if !leading {
             clocks.clear();
             recorded_term = None;
+            planned_at = None;
             continue;
         }
         if recorded_term != Some(term) {
@@ -117,8 +121,10 @@ pub async fn run(cluster: Cluster, shutdown: CancellationToken) {
             }
         }
         expire_due_leases(&cluster, &mut clocks).await;
-        // Scheduler: place, stop and clean up allocations (see `crate::scheduler`).
-        crate::scheduler::schedule_once(&cluster).await;
+        let index = *applied.borrow();
+        if planned_at != Some(index) && crate::scheduler::schedule_once(&cluster).await {
+            planned_at = Some(index);
+        }
     }
 }
 

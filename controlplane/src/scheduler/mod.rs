@@ -63,9 +63,10 @@ pub fn plan(state: &State, ids: &mut impl FnMut() -> String) -> Option<PlanComma
     planner.finish()
 }
 
-/// Plans against the leader's state and commits the plan, if any. Errors are logged:
-/// the next tick plans again from whatever was applied.
-pub async fn schedule_once(cluster: &Cluster) {
+/// Plans against the leader's state and commits the plan, if any. True when the state
+/// needed nothing or the plan was committed; errors are logged and answer false, so the
+/// leader plans again on its next tick.
+pub async fn schedule_once(cluster: &Cluster) -> bool {
     let planned = cluster
         .read(pb::ReadConsistency::Stale, |s| {
             plan(s, &mut || uuid::Uuid::new_v4().to_string())
@@ -73,8 +74,11 @@ pub async fn schedule_once(cluster: &Cluster) {
         .await;
     let plan = match planned {
         Ok(Some(plan)) => plan,
-        Ok(None) => return,
-        Err(e) => return tracing::warn!(error = %e, "scheduler: read state"),
+        Ok(None) => return true,
+        Err(e) => {
+            tracing::warn!(error = %e, "scheduler: read state");
+            return false;
+        }
     };
     let (upserts, removals) = (plan.upserts.len(), plan.removals.len());
     let command = pb::Command {
@@ -82,8 +86,14 @@ pub async fn schedule_once(cluster: &Cluster) {
         ..Default::default()
     };
     match cluster.write(command).await {
-        Ok(_) => tracing::debug!(upserts, removals, "scheduler: plan committed"),
-        Err(e) => tracing::warn!(error = %e, "scheduler: could not commit plan"),
+        Ok(_) => {
+            tracing::debug!(upserts, removals, "scheduler: plan committed");
+            true
+        }
+        Err(e) => {
+            tracing::warn!(error = %e, "scheduler: could not commit plan");
+            false
+        }
     }
 }
 
