@@ -6,6 +6,7 @@ use constellation_proto::process::LogFlags;
 use serde::{Deserialize, Serialize};
 use std::net::SocketAddr;
 use std::path::PathBuf;
+use std::time::Duration;
 
 pub const DEFAULT_CONTROLPLANE: &str = "127.0.0.1:7400";
 pub const DEFAULT_LISTEN: &str = "127.0.0.1:8080";
@@ -25,14 +26,28 @@ pub struct Flags {
     /// HTTP listen address [default: 127.0.0.1:8080].
     #[arg(long, env = "CONSTELLATION_LISTEN")]
     pub listen: Option<SocketAddr>,
+    /// Longest one control-plane call may take before the next member is tried [default: 5s].
+    #[arg(long, env = "CONSTELLATION_RPC_TIMEOUT", value_parser = humantime::parse_duration)]
+    #[serde(default, with = "opt_duration")]
+    pub rpc_timeout: Option<Duration>,
+    /// How long the view may go without its watch stream before it counts as stale
+    /// (the Traefik endpoint then answers 503) [default: 10s].
+    #[arg(long, env = "CONSTELLATION_STALE_AFTER", value_parser = humantime::parse_duration)]
+    #[serde(default, with = "opt_duration")]
+    pub stale_after: Option<Duration>,
     #[command(flatten)]
     pub log: LogFlags,
 }
+
+pub const DEFAULT_RPC_TIMEOUT: Duration = Duration::from_secs(5);
+pub const DEFAULT_STALE_AFTER: Duration = Duration::from_secs(10);
 
 #[derive(Debug, Clone)]
 pub struct Config {
     pub controlplane: Vec<String>,
     pub listen: SocketAddr,
+    pub rpc_timeout: Duration,
+    pub stale_after: Duration,
 }
 
 impl constellation_proto::process::Flags for Flags {
@@ -59,6 +74,8 @@ impl Flags {
             listen: self
                 .listen
                 .unwrap_or_else(|| DEFAULT_LISTEN.parse().expect("default parses")),
+            rpc_timeout: positive("rpc_timeout", self.rpc_timeout, DEFAULT_RPC_TIMEOUT)?,
+            stale_after: positive("stale_after", self.stale_after, DEFAULT_STALE_AFTER)?,
         })
     }
 }
@@ -66,5 +83,32 @@ impl Flags {
 impl From<constellation_proto::process::ConfigError> for Error {
     fn from(e: constellation_proto::process::ConfigError) -> Self {
         Error::Config(e.to_string())
+    }
+}
+
+fn positive(field: &str, value: Option<Duration>, default: Duration) -> Result<Duration> {
+    match value {
+        Some(d) if d.is_zero() => Err(Error::Config(format!("{field}: must be more than 0"))),
+        Some(d) => Ok(d),
+        None => Ok(default),
+    }
+}
+
+/// Durations in the config file as humantime strings (`"5s"`, `"1m 30s"`).
+mod opt_duration {
+    use serde::{Deserialize, Deserializer, Serializer};
+    use std::time::Duration;
+
+    pub fn serialize<S: Serializer>(d: &Option<Duration>, s: S) -> Result<S::Ok, S::Error> {
+        match d {
+            Some(d) => s.serialize_some(&humantime::format_duration(*d).to_string()),
+            None => s.serialize_none(),
+        }
+    }
+
+    pub fn deserialize<'de, D: Deserializer<'de>>(d: D) -> Result<Option<Duration>, D::Error> {
+        let text: Option<String> = Option::deserialize(d)?;
+        text.map(|t| humantime::parse_duration(&t).map_err(serde::de::Error::custom))
+            .transpose()
     }
 }

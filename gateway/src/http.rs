@@ -1,7 +1,11 @@
 //! The HTTP surface: routes and the tower-http layers around them.
 
+use crate::upstream::Upstream;
+use crate::view::Snapshot;
+use crate::view::feed::Channels;
 use axum::Router;
 use axum::routing::get;
+use std::sync::Arc;
 use std::time::Duration;
 use tower_http::request_id::{MakeRequestUuid, PropagateRequestIdLayer, SetRequestIdLayer};
 use tower_http::timeout::TimeoutLayer;
@@ -12,10 +16,32 @@ pub const BODY_LIMIT: usize = 1024 * 1024;
 /// Longest a request may take before it gets 408.
 pub const REQUEST_TIMEOUT: Duration = Duration::from_secs(30);
 
-pub fn router() -> Router {
+/// What every handler may use: the published view, the event broadcast and the
+/// control-plane client. Cheap to clone.
+#[derive(Clone, Debug)]
+pub struct AppState {
+    pub channels: Channels,
+    pub upstream: Arc<Upstream>,
+}
+
+impl AppState {
+    pub fn new(channels: Channels, upstream: Arc<Upstream>) -> Self {
+        Self { channels, upstream }
+    }
+
+    /// The latest published snapshot of the view.
+    pub fn snapshot(&self) -> Snapshot {
+        self.channels.snapshots.borrow().clone()
+    }
+}
+
+/// Every route of the gateway and the layers around them; the one place the HTTP
+/// surface is assembled.
+pub fn router(state: AppState) -> Router {
     let request_id = axum::http::HeaderName::from_static("x-request-id");
     Router::new()
         .route("/health", get(health))
+        .with_state(state)
         .layer(tower_http::limit::RequestBodyLimitLayer::new(BODY_LIMIT))
         .layer(TimeoutLayer::with_status_code(
             axum::http::StatusCode::REQUEST_TIMEOUT,
@@ -41,8 +67,14 @@ mod tests {
     use axum::http::{Request, StatusCode};
     use tower::ServiceExt;
 
+    fn test_state() -> AppState {
+        let (_tx, channels) = crate::view::feed::channels(Duration::from_secs(10));
+        let upstream = Upstream::new(&["127.0.0.1:1".into()], Duration::from_secs(1)).unwrap();
+        AppState::new(channels, Arc::new(upstream))
+    }
+
     async fn get(uri: &str) -> (StatusCode, axum::http::HeaderMap, serde_json::Value) {
-        let response = router()
+        let response = router(test_state())
             .oneshot(Request::get(uri).body(Body::empty()).unwrap())
             .await
             .unwrap();

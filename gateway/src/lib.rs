@@ -5,6 +5,9 @@
 pub mod config;
 pub mod error;
 pub mod http;
+pub mod traefik;
+pub mod upstream;
+pub mod view;
 
 pub use error::{Error, Result};
 

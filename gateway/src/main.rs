@@ -2,8 +2,9 @@
 //! until SIGINT/SIGTERM, then drains within a bounded time.
 
 use anyhow::Context;
-use constellation_gateway::{config::Flags, http};
+use constellation_gateway::{config::Flags, http, upstream::Upstream, view::feed};
 use constellation_proto::process;
+use std::sync::Arc;
 use std::time::Duration;
 
 /// Time given to open requests after a shutdown signal before the process exits.
@@ -22,10 +23,23 @@ async fn run() -> anyhow::Result<()> {
         .with_context(|| format!("bind listen {}", config.listen))?;
     tracing::info!(listen = %listener.local_addr()?, controlplane = ?config.controlplane, "gateway serving");
 
+    let upstream = Arc::new(Upstream::new(&config.controlplane, config.rpc_timeout)?);
+    let (snapshots, channels) = feed::channels(config.stale_after);
+    let state = http::AppState::new(channels.clone(), Arc::clone(&upstream));
+
     let mut tasks = tokio::task::JoinSet::new();
     let stop = shutdown.clone();
     tasks.spawn(async move {
-        axum::serve(listener, http::router())
+        feed::run(upstream, snapshots, channels.events, stop.clone()).await;
+        if stop.is_cancelled() {
+            Ok(())
+        } else {
+            Err(std::io::Error::other("the view feed stopped"))
+        }
+    });
+    let stop = shutdown.clone();
+    tasks.spawn(async move {
+        axum::serve(listener, http::router(state))
             .with_graceful_shutdown(stop.cancelled_owned())
             .await
     });
