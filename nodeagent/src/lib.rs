@@ -6,6 +6,7 @@ pub mod agent;
 pub mod config;
 pub mod docker;
 pub mod error;
+pub mod gossip;
 pub mod reconcile;
 pub mod runtime;
 pub mod session;
