@@ -1,0 +1,663 @@
+//! The pure renderer: cluster state in, Traefik dynamic configuration (JSON bytes) out.
+//!
+//! It follows Traefik's Docker provider, with one Constellation service in the role of
+//! one container (every replica carries the same labels):
+//! - a service takes part when `traefik.enable=true`, or when it has no such label and
+//!   [`RenderOptions::exposed_by_default`] is set; it contributes nothing while none of
+//!   its allocations is routable, as Traefik leaves out stopped and unhealthy containers;
+//! - TCP and UDP: declared routers and services; a missing service is created under the
+//!   service's name; a TCP router needs a rule; a router without a service links to the
+//!   only service. With TCP or UDP labels and no HTTP labels, no HTTP defaults follow;
+//! - HTTP: a missing service is created under the service's name; with no router and one
+//!   service, a router named after the service with the default rule `Host(`name`)`
+//!   (or `Host(`name.<domain>`)` with a default domain) is created, and a router without
+//!   a rule gets that default rule; a router without a service links to the only service;
+//! - servers: one per routable allocation, at the reachable address of its endpoint for
+//!   the `server.port` label (a container port), or for the lowest published port of
+//!   the protocol, with the `server` template's other fields;
+//! - names shared by several services: identical routers and middlewares are kept once,
+//!   load balancers identical apart from their servers merge their servers, anything
+//!   else is a conflict and is left out with an error;
+//! - a load balancer with no server is left out, with the routers that point to it:
+//!   Traefik would reject a service without servers, and a router to a missing service
+//!   only produces errors there.
+//!
+//! A service whose labels hold an error (unknown key, bad value, no usable port, a
+//! middleware with two types) contributes nothing and the error is reported in
+//! [`Rendered::errors`]; the rest of the document is unaffected.
+//!
+//! Routable allocation: desired to run, RUNNING, health HEALTHY or NONE (no health
+//! check), on a known node that is not DOWN, not cordoned and not draining.
+//!
+//! The document never holds an empty object apart from those Traefik accepts (router
+//! `tls`, `sticky`, `cookie`, `compress`, `ipStrategy`). When nothing at all is routable
+//! it is `{}`, which Traefik applies as "no routes": the truth for a cluster with a fresh
+//! view and nothing to route (a stale view is answered 503 by the HTTP layer instead).
+
+use super::TraefikVersion;
+use super::labels::{self, LabelConfig, Section, Value};
+use constellation_proto::v1 as pb;
+use std::collections::{BTreeMap, BTreeSet, HashMap};
+
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct RenderOptions {
+    pub version: TraefikVersion,
+    /// Services without a `traefik.enable` label take part (Traefik's `exposedByDefault`).
+    pub exposed_by_default: bool,
+    /// Suffix of the default rule: `Host(`<service>.<domain>`)`.
+    pub default_domain: Option<String>,
+}
+
+impl Default for RenderOptions {
+    fn default() -> Self {
+        Self {
+            version: TraefikVersion::V3,
+            exposed_by_default: false,
+            default_domain: None,
+        }
+    }
+}
+
+/// Something in the labels that kept part of the configuration out.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct RenderError {
+    /// The Constellation service whose labels are at fault (several for a conflict).
+    pub service: String,
+    pub message: String,
+}
+
+impl std::fmt::Display for RenderError {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        write!(f, "service {}: {}", self.service, self.message)
+    }
+}
+
+#[derive(Debug, Clone)]
+pub struct Rendered {
+    /// The whole document.
+    pub json: Vec<u8>,
+    /// The same document as a tree, for the per-section routes.
+    pub document: Value,
+    pub errors: Vec<RenderError>,
+}
+
+/// A protocol section of the document.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord)]
+pub enum Protocol {
+    Http,
+    Tcp,
+    Udp,
+}
+
+impl Protocol {
+    pub const ALL: [Protocol; 3] = [Protocol::Http, Protocol::Tcp, Protocol::Udp];
+
+    pub fn key(self) -> &'static str {
+        match self {
+            Protocol::Http => "http",
+            Protocol::Tcp => "tcp",
+            Protocol::Udp => "udp",
+        }
+    }
+
+    fn carries(self, protocol: pb::Protocol) -> bool {
+        match self {
+            Protocol::Http | Protocol::Tcp => {
+                matches!(protocol, pb::Protocol::Unspecified | pb::Protocol::Tcp)
+            }
+            Protocol::Udp => protocol == pb::Protocol::Udp,
+        }
+    }
+}
+
+impl Rendered {
+    /// One map of the document (`http`/`routers`, `tcp`/`services`, ...) as JSON; `{}`
+    /// when the document has none. For the predecessor's read-only routes: these are
+    /// maps to look at, not documents for Traefik.
+    pub fn part(&self, protocol: Protocol, part: &str) -> Vec<u8> {
+        let value = self
+            .document
+            .as_obj()
+            .and_then(|root| root.get(protocol.key()))
+            .and_then(Value::as_obj)
+            .and_then(|section| section.get(part));
+        match value {
+            Some(v) => serde_json::to_vec(v).expect("a tree serialises"),
+            None => b"{}".to_vec(),
+        }
+    }
+}
+
+/// Renders the dynamic configuration for the given state.
+pub fn render(
+    services: &BTreeMap<String, pb::Service>,
+    nodes: &BTreeMap<String, pb::Node>,
+    allocations: &BTreeMap<String, pb::Allocation>,
+    opts: &RenderOptions,
+) -> Rendered {
+    let backends = routable_backends(nodes, allocations);
+    let mut errors = Vec::new();
+    let mut merged: [Merge; 3] = Default::default();
+    for (name, service) in services {
+        let Some(spec) = service.spec.as_ref() else {
+            continue;
+        };
+        if !opts.exposed_by_default && !labels::has_traefik_labels(&spec.labels) {
+            continue;
+        }
+        let config = match labels::parse(&spec.labels, opts.version) {
+            Ok(config) => config,
+            Err(label_errors) => {
+                errors.extend(label_errors.into_iter().map(|e| RenderError {
+                    service: name.clone(),
+                    message: e.to_string(),
+                }));
+                continue;
+            }
+        };
+        if !config.enable.unwrap_or(opts.exposed_by_default) {
+            continue;
+        }
+        let Some(backends) = backends.get(name.as_str()) else {
+            continue;
+        };
+        let mut problems = Vec::new();
+        match build_service(name, spec, config, backends, opts, &mut problems) {
+            Ok(sections) => {
+                for (merge, section) in merged.iter_mut().zip(sections) {
+                    merge.add(name, section);
+                }
+            }
+            Err(message) => problems.push(message),
+        }
+        errors.extend(problems.into_iter().map(|message| RenderError {
+            service: name.clone(),
+            message,
+        }));
+    }
+
+    let mut root = BTreeMap::new();
+    for (protocol, merge) in Protocol::ALL.into_iter().zip(merged) {
+        let (section, conflicts) = merge.finish(protocol);
+        errors.extend(conflicts);
+        let mut out = BTreeMap::new();
+        for (key, map) in [
+            ("routers", section.routers),
+            ("services", section.services),
+            ("middlewares", section.middlewares),
+        ] {
+            if !map.is_empty() {
+                out.insert(key.to_owned(), Value::Obj(map));
+            }
+        }
+        if !out.is_empty() {
+            root.insert(protocol.key().to_owned(), Value::Obj(out));
+        }
+    }
+    let document = Value::Obj(root);
+    let json = serde_json::to_vec(&document).expect("a tree serialises");
+    Rendered {
+        json,
+        document,
+        errors,
+    }
+}
+
+/// An allocation that may receive traffic, with the node it runs on.
+#[derive(Clone, Copy)]
+struct Backend<'a> {
+    allocation: &'a pb::Allocation,
+    node: &'a pb::Node,
+}
+
+/// Whether an allocation may receive traffic, given its node.
+pub fn is_routable(allocation: &pb::Allocation, node: &pb::Node) -> bool {
+    let Some(status) = allocation.status.as_ref() else {
+        return false;
+    };
+    allocation.desired_state() != pb::AllocationDesiredState::Stop
+        && status.state() == pb::AllocationState::Running
+        && matches!(
+            status.health(),
+            pb::HealthState::Healthy | pb::HealthState::None
+        )
+        && node.status() != pb::NodeStatus::Down
+        && matches!(
+            node.availability(),
+            pb::NodeAvailability::Unspecified | pb::NodeAvailability::Active
+        )
+}
+
+/// Routable allocations by service name, in allocation-key order.
+fn routable_backends<'a>(
+    nodes: &'a BTreeMap<String, pb::Node>,
+    allocations: &'a BTreeMap<String, pb::Allocation>,
+) -> HashMap<&'a str, Vec<Backend<'a>>> {
+    let mut by_id: HashMap<&str, &pb::Node> = HashMap::with_capacity(nodes.len());
+    let mut by_name: HashMap<&str, &pb::Node> = HashMap::with_capacity(nodes.len());
+    for node in nodes.values() {
+        by_id.insert(node.id.as_str(), node);
+        if let Some(d) = node.description.as_ref() {
+            by_name.insert(d.name.as_str(), node);
+        }
+    }
+    let mut out: HashMap<&str, Vec<Backend>> = HashMap::new();
+    for allocation in allocations.values() {
+        let node = by_id
+            .get(allocation.node_id.as_str())
+            .or_else(|| by_name.get(allocation.node_name.as_str()));
+        let Some(node) = node.copied() else {
+            continue;
+        };
+        if is_routable(allocation, node) {
+            out.entry(allocation.service_name.as_str())
+                .or_default()
+                .push(Backend { allocation, node });
+        }
+    }
+    out
+}
+
+/// One service's contribution: its HTTP, TCP and UDP sections with defaults applied
+/// and servers filled. `Err` drops the whole service (a container Traefik would skip);
+/// problems pushed to `problems` drop only a router.
+fn build_service(
+    name: &str,
+    spec: &pb::ServiceSpec,
+    config: LabelConfig,
+    backends: &[Backend],
+    opts: &RenderOptions,
+    problems: &mut Vec<String>,
+) -> Result<[Section; 3], String> {
+    let LabelConfig {
+        mut http,
+        mut tcp,
+        mut udp,
+        ..
+    } = config;
+    let mut layer4 = false;
+    for (protocol, section) in [(Protocol::Tcp, &mut tcp), (Protocol::Udp, &mut udp)] {
+        if section.routers.is_empty() && section.services.is_empty() {
+            continue;
+        }
+        layer4 = true;
+        if section.services.is_empty() {
+            section.services.insert(name.to_owned(), Value::obj());
+        }
+        fill_servers(protocol, section, spec, backends)?;
+        link_routers(protocol, section, None, problems);
+    }
+    if !(layer4 && http.is_empty()) {
+        if http.services.is_empty() {
+            http.services.insert(name.to_owned(), Value::obj());
+        }
+        fill_servers(Protocol::Http, &mut http, spec, backends)?;
+        if http.routers.is_empty() && http.services.len() == 1 {
+            http.routers.insert(name.to_owned(), Value::obj());
+        }
+        let rule = match &opts.default_domain {
+            Some(domain) => format!("Host(`{name}.{domain}`)"),
+            None => format!("Host(`{name}`)"),
+        };
+        link_routers(Protocol::Http, &mut http, Some(&rule), problems);
+        check_middlewares(&mut http.middlewares)?;
+    }
+    let mut sections = [http, tcp, udp];
+    for section in sections.iter_mut() {
+        drop_serverless(section);
+    }
+    Ok(sections)
+}
+
+/// Gives routers without a rule the default rule (HTTP) or drops them (TCP), and links
+/// routers without a service to the only service.
+fn link_routers(
+    protocol: Protocol,
+    section: &mut Section,
+    default_rule: Option<&str>,
+    problems: &mut Vec<String>,
+) {
+    let only_service = match section.services.len() {
+        1 => section.services.keys().next().cloned(),
+        _ => None,
+    };
+    let count = section.services.len();
+    section.routers.retain(|router, value| {
+        let fields = value.as_obj_mut().expect("routers are objects");
+        if protocol != Protocol::Udp && !fields.contains_key("rule") {
+            match default_rule {
+                Some(rule) => {
+                    fields.insert("rule".into(), Value::Str(rule.to_owned()));
+                }
+                None => {
+                    problems.push(format!(
+                        "{} router {router:?} has no rule; left out",
+                        protocol.key()
+                    ));
+                    return false;
+                }
+            }
+        }
+        if !fields.contains_key("service") {
+            match &only_service {
+                Some(service) => {
+                    fields.insert("service".into(), Value::Str(service.clone()));
+                }
+                None => {
+                    problems.push(format!(
+                        "{} router {router:?} names no service and the labels declare {count}; left out",
+                        protocol.key()
+                    ));
+                    return false;
+                }
+            }
+        }
+        true
+    });
+}
+
+/// Replaces each load balancer's `server` template with the servers of the routable
+/// allocations.
+fn fill_servers(
+    protocol: Protocol,
+    section: &mut Section,
+    spec: &pb::ServiceSpec,
+    backends: &[Backend],
+) -> Result<(), String> {
+    for (service, value) in section.services.iter_mut() {
+        let fields = value.as_obj_mut().expect("services are objects");
+        let lb = fields
+            .entry("loadBalancer".to_owned())
+            .or_insert_with(Value::obj)
+            .as_obj_mut()
+            .expect("load balancers are objects");
+        let mut template = match lb.remove("server") {
+            Some(Value::Obj(t)) => t,
+            _ => BTreeMap::new(),
+        };
+        let published = |port: u32| {
+            spec.ports
+                .iter()
+                .any(|p| p.container_port == port && protocol.carries(p.protocol()))
+        };
+        let port = match template.remove("port") {
+            Some(Value::Int(port)) => {
+                let port = u32::try_from(port)
+                    .ok()
+                    .filter(|p| (1..=65535).contains(p))
+                    .ok_or_else(|| {
+                        format!(
+                            "{} service {service:?}: server port {port} is not a port number",
+                            protocol.key()
+                        )
+                    })?;
+                if !published(port) {
+                    return Err(format!(
+                        "{} service {service:?}: server port {port} is not published in spec.ports ({})",
+                        protocol.key(),
+                        if protocol == Protocol::Udp { "udp" } else { "tcp" }
+                    ));
+                }
+                port
+            }
+            _ => spec
+                .ports
+                .iter()
+                .filter(|p| protocol.carries(p.protocol()))
+                .map(|p| p.container_port)
+                .min()
+                .ok_or_else(|| {
+                    format!(
+                        "{} service {service:?}: no port: publish one in spec.ports or set its loadbalancer.server.port label",
+                        protocol.key()
+                    )
+                })?,
+        };
+        let scheme = match template.remove("scheme") {
+            Some(Value::Str(s)) if matches!(s.as_str(), "http" | "https" | "h2c") => s,
+            Some(Value::Str(s)) => {
+                return Err(format!(
+                    "{} service {service:?}: server scheme {s:?} is not http, https or h2c",
+                    protocol.key()
+                ));
+            }
+            _ => "http".to_owned(),
+        };
+        let mut servers: Vec<Value> = backends
+            .iter()
+            .filter_map(|b| address(b, port, protocol))
+            .map(|address| {
+                let mut server = template.clone();
+                match protocol {
+                    Protocol::Http => {
+                        server.insert("url".into(), Value::Str(format!("{scheme}://{address}")))
+                    }
+                    Protocol::Tcp | Protocol::Udp => {
+                        server.insert("address".into(), Value::Str(address))
+                    }
+                };
+                Value::Obj(server)
+            })
+            .collect();
+        servers.sort_by(|a, b| server_key(a).cmp(server_key(b)));
+        servers.dedup();
+        lb.insert("servers".into(), Value::List(servers));
+    }
+    Ok(())
+}
+
+fn server_key(server: &Value) -> &str {
+    server
+        .as_obj()
+        .and_then(|s| s.get("url").or_else(|| s.get("address")))
+        .and_then(Value::as_str)
+        .unwrap_or("")
+}
+
+/// `ip:port` (or `[ip6]:port`) where others reach container port `port` of a backend.
+fn address(backend: &Backend, port: u32, protocol: Protocol) -> Option<String> {
+    let status = backend.allocation.status.as_ref()?;
+    let endpoint = status
+        .endpoints
+        .iter()
+        .filter(|e| e.container_port == port && protocol.carries(e.protocol()) && e.host_port != 0)
+        .min_by(|a, b| (&a.host_ip, a.host_port).cmp(&(&b.host_ip, b.host_port)))?;
+    let ip = match endpoint.host_ip.as_str() {
+        "" | "0.0.0.0" | "::" => backend
+            .node
+            .description
+            .as_ref()
+            .and_then(|d| d.addresses.as_ref())
+            .map(|a| a.advertise_ip.as_str())
+            .filter(|ip| !ip.is_empty())?,
+        ip => ip,
+    };
+    Some(if ip.contains(':') {
+        format!("[{ip}]:{}", endpoint.host_port)
+    } else {
+        format!("{ip}:{}", endpoint.host_port)
+    })
+}
+
+/// Leaves out load balancers without servers and the routers that point to them.
+fn drop_serverless(section: &mut Section) {
+    let mut gone = BTreeSet::new();
+    section.services.retain(|name, value| {
+        let has_servers = value
+            .as_obj()
+            .and_then(|s| s.get("loadBalancer"))
+            .and_then(Value::as_obj)
+            .and_then(|lb| lb.get("servers"))
+            .is_some_and(|s| matches!(s, Value::List(items) if !items.is_empty()));
+        if !has_servers {
+            gone.insert(name.clone());
+        }
+        has_servers
+    });
+    if !gone.is_empty() {
+        section.routers.retain(|_, router| {
+            router
+                .as_obj()
+                .and_then(|r| r.get("service"))
+                .and_then(Value::as_str)
+                .is_none_or(|service| !gone.contains(service))
+        });
+    }
+}
+
+/// Each middleware names exactly one type, and a retry says how many attempts.
+fn check_middlewares(middlewares: &mut BTreeMap<String, Value>) -> Result<(), String> {
+    middlewares.retain(|_, m| !m.prune());
+    for (name, middleware) in middlewares.iter() {
+        let types = middleware.as_obj().expect("middlewares are objects");
+        if types.len() > 1 {
+            return Err(format!(
+                "middleware {name:?} has {} types ({}); a middleware has exactly one",
+                types.len(),
+                types.keys().cloned().collect::<Vec<_>>().join(", ")
+            ));
+        }
+        if let Some(retry) = types.get("retry").and_then(Value::as_obj)
+            && !retry.contains_key("attempts")
+        {
+            return Err(format!("middleware {name:?}: retry needs attempts"));
+        }
+    }
+    Ok(())
+}
+
+/// Routers, services or middlewares of one kind gathered from every service, by name.
+#[derive(Default)]
+struct Merge {
+    routers: BTreeMap<String, Entry>,
+    services: BTreeMap<String, Entry>,
+    middlewares: BTreeMap<String, Entry>,
+}
+
+struct Entry {
+    value: Value,
+    owners: Vec<String>,
+    conflict: bool,
+}
+
+impl Merge {
+    fn add(&mut self, owner: &str, mut section: Section) {
+        for value in section
+            .routers
+            .values_mut()
+            .chain(section.services.values_mut())
+            .chain(section.middlewares.values_mut())
+        {
+            value.prune();
+        }
+        for (map, items, servers) in [
+            (&mut self.routers, section.routers, false),
+            (&mut self.middlewares, section.middlewares, false),
+            (&mut self.services, section.services, true),
+        ] {
+            for (name, value) in items {
+                match map.get_mut(&name) {
+                    None => {
+                        map.insert(
+                            name,
+                            Entry {
+                                value,
+                                owners: vec![owner.to_owned()],
+                                conflict: false,
+                            },
+                        );
+                    }
+                    Some(entry) => {
+                        entry.owners.push(owner.to_owned());
+                        if servers && without_servers(&entry.value) == without_servers(&value) {
+                            merge_servers(&mut entry.value, value);
+                        } else if entry.value != value {
+                            entry.conflict = true;
+                        }
+                    }
+                }
+            }
+        }
+    }
+
+    /// The merged section, without conflicting entries and routers left pointing at
+    /// a service that is not in the document; and one error per conflict.
+    fn finish(self, protocol: Protocol) -> (Section, Vec<RenderError>) {
+        let mut errors = Vec::new();
+        let mut keep = |kind: &str, map: BTreeMap<String, Entry>| -> BTreeMap<String, Value> {
+            map.into_iter()
+                .filter_map(|(name, entry)| {
+                    if entry.conflict {
+                        errors.push(RenderError {
+                            service: entry.owners.join(","),
+                            message: format!(
+                                "{} {kind} {name:?} is defined differently by services {}; left out",
+                                protocol.key(),
+                                entry.owners.join(", ")
+                            ),
+                        });
+                        None
+                    } else {
+                        Some((name, entry.value))
+                    }
+                })
+                .collect()
+        };
+        let services = keep("service", self.services);
+        let middlewares = keep("middleware", self.middlewares);
+        let mut routers = keep("router", self.routers);
+        routers.retain(|_, router| {
+            router
+                .as_obj()
+                .and_then(|r| r.get("service"))
+                .and_then(Value::as_str)
+                .is_some_and(|s| s.contains('@') || services.contains_key(s))
+        });
+        (
+            Section {
+                routers,
+                services,
+                middlewares,
+            },
+            errors,
+        )
+    }
+}
+
+fn without_servers(service: &Value) -> Value {
+    let mut copy = service.clone();
+    if let Some(lb) = copy
+        .as_obj_mut()
+        .and_then(|s| s.get_mut("loadBalancer"))
+        .and_then(Value::as_obj_mut)
+    {
+        lb.remove("servers");
+    }
+    copy
+}
+
+fn merge_servers(into: &mut Value, from: Value) {
+    let servers = |v: Value| -> Vec<Value> {
+        match v {
+            Value::Obj(mut s) => match s.remove("loadBalancer") {
+                Some(Value::Obj(mut lb)) => match lb.remove("servers") {
+                    Some(Value::List(items)) => items,
+                    _ => Vec::new(),
+                },
+                _ => Vec::new(),
+            },
+            _ => Vec::new(),
+        }
+    };
+    let added = servers(from);
+    if let Some(Value::List(items)) = into
+        .as_obj_mut()
+        .and_then(|s| s.get_mut("loadBalancer"))
+        .and_then(Value::as_obj_mut)
+        .and_then(|lb| lb.get_mut("servers"))
+    {
+        items.extend(added);
+        items.sort_by(|a, b| server_key(a).cmp(server_key(b)));
+        items.dedup();
+    }
+}

@@ -1,0 +1,279 @@
+//! Properties of the renderer over random label sets, allocation states and node
+//! states: the document is JSON, deterministic, has no empty object outside the
+//! allowed ones, validates against the schema of its Traefik major (when `../shared`
+//! is there), and never holds a server of an allocation that may not take traffic.
+
+mod traefik_support;
+
+use constellation_gateway::traefik::{RenderOptions, TraefikVersion};
+use constellation_proto::v1 as pb;
+use proptest::prelude::*;
+use std::collections::BTreeSet;
+use traefik_support::*;
+
+/// Label keys (with `{}` for a name) and the values tried for each: valid ones and a
+/// few that must be refused.
+const VOCABULARY: &[(&str, &[&str])] = &[
+    ("traefik.enable", &["true", "false", "yes"]),
+    (
+        "traefik.http.routers.{}.rule",
+        &["Host(`a.example`)", "PathPrefix(`/x`)", ""],
+    ),
+    (
+        "traefik.http.routers.{}.service",
+        &["a", "b", "api@internal"],
+    ),
+    (
+        "traefik.http.routers.{}.entrypoints",
+        &["web", "web,websecure", ","],
+    ),
+    ("traefik.http.routers.{}.middlewares", &["a", "a,b"]),
+    ("traefik.http.routers.{}.priority", &["1", "100", "x"]),
+    ("traefik.http.routers.{}.tls", &["true", "false"]),
+    ("traefik.http.routers.{}.tls.certresolver", &["le"]),
+    (
+        "traefik.http.routers.{}.tls.domains[0].main",
+        &["example.com"],
+    ),
+    ("traefik.http.routers.{}.rulesyntax", &["v3"]),
+    (
+        "traefik.http.services.{}.loadbalancer.server.port",
+        &["8080", "9090", "70000"],
+    ),
+    (
+        "traefik.http.services.{}.loadbalancer.server.scheme",
+        &["http", "https", "gopher"],
+    ),
+    (
+        "traefik.http.services.{}.loadbalancer.server.weight",
+        &["1", "5"],
+    ),
+    (
+        "traefik.http.services.{}.loadbalancer.passhostheader",
+        &["true", "0"],
+    ),
+    (
+        "traefik.http.services.{}.loadbalancer.healthcheck.path",
+        &["/health"],
+    ),
+    (
+        "traefik.http.services.{}.loadbalancer.healthcheck.interval",
+        &["10s", "soon"],
+    ),
+    (
+        "traefik.http.services.{}.loadbalancer.sticky",
+        &["true", "false"],
+    ),
+    (
+        "traefik.http.services.{}.loadbalancer.sticky.cookie",
+        &["true", "false"],
+    ),
+    (
+        "traefik.http.services.{}.loadbalancer.sticky.cookie.name",
+        &["sid"],
+    ),
+    (
+        "traefik.http.middlewares.{}.stripprefix.prefixes",
+        &["/a", "/a,/b"],
+    ),
+    ("traefik.http.middlewares.{}.addprefix.prefix", &["/p"]),
+    (
+        "traefik.http.middlewares.{}.headers.customrequestheaders.X-A",
+        &["1"],
+    ),
+    ("traefik.http.middlewares.{}.headers.framedeny", &["true"]),
+    (
+        "traefik.http.middlewares.{}.redirectscheme.scheme",
+        &["https"],
+    ),
+    ("traefik.http.middlewares.{}.basicauth.users", &["u:h"]),
+    ("traefik.http.middlewares.{}.ratelimit.average", &["10"]),
+    (
+        "traefik.http.middlewares.{}.ratelimit.sourcecriterion.ipstrategy",
+        &["true", "false"],
+    ),
+    (
+        "traefik.http.middlewares.{}.ipallowlist.sourcerange",
+        &["10.0.0.0/8"],
+    ),
+    (
+        "traefik.http.middlewares.{}.ipallowlist.ipstrategy",
+        &["true", "false"],
+    ),
+    ("traefik.http.middlewares.{}.compress", &["true", "false"]),
+    ("traefik.http.middlewares.{}.retry.attempts", &["3"]),
+    ("traefik.http.middlewares.{}.chain.middlewares", &["a,b"]),
+    ("traefik.http.middlewares.{}.nosuch", &["1"]),
+    ("traefik.tcp.routers.{}.rule", &["HostSNI(`*`)"]),
+    ("traefik.tcp.routers.{}.tls", &["true"]),
+    ("traefik.tcp.routers.{}.tls.passthrough", &["true"]),
+    ("traefik.tcp.routers.{}.entrypoints", &["pg"]),
+    (
+        "traefik.tcp.services.{}.loadbalancer.server.port",
+        &["5432", "8080"],
+    ),
+    ("traefik.udp.routers.{}.entrypoints", &["dns"]),
+    ("traefik.udp.services.{}.loadbalancer.server.port", &["53"]),
+];
+
+const NAMES: &[&str] = &["a", "b", "Web"];
+const NODES: &[&str] = &["n1", "n2", "n3"];
+
+/// Mostly enabled services with mostly valid values (the first of each list), so that
+/// most documents route something and some services are refused.
+fn labels() -> impl Strategy<Value = Vec<(String, String)>> {
+    let value = prop_oneof![4 => Just(0usize), 1 => 0usize..3];
+    (
+        prop::bool::weighted(0.8),
+        prop::collection::vec((0..VOCABULARY.len(), 0..NAMES.len(), value), 0..6),
+    )
+        .prop_map(|(enable, picks)| {
+            let mut labels: Vec<(String, String)> = picks
+                .into_iter()
+                .map(|(key, name, value)| {
+                    let (template, values) = VOCABULARY[key];
+                    (
+                        template.replace("{}", NAMES[name]),
+                        values[value % values.len()].to_owned(),
+                    )
+                })
+                .collect();
+            if enable {
+                labels.insert(0, ("traefik.enable".into(), "true".into()));
+            }
+            labels
+        })
+}
+
+#[derive(Debug, Clone)]
+struct Alloc {
+    service: usize,
+    node: usize,
+    state: pb::AllocationState,
+    health: pb::HealthState,
+    stop: bool,
+}
+
+fn alloc() -> impl Strategy<Value = Alloc> {
+    (
+        0usize..4,
+        0..NODES.len() + 1,
+        prop_oneof![
+            10 => Just(pb::AllocationState::Running),
+            1 => Just(pb::AllocationState::Starting),
+            1 => Just(pb::AllocationState::Exited),
+            1 => Just(pb::AllocationState::Lost),
+        ],
+        prop_oneof![
+            8 => Just(pb::HealthState::Healthy),
+            1 => Just(pb::HealthState::None),
+            1 => Just(pb::HealthState::Unhealthy),
+            1 => Just(pb::HealthState::Starting),
+            1 => Just(pb::HealthState::Unspecified),
+        ],
+        prop::bool::weighted(0.1),
+    )
+        .prop_map(|(service, node, state, health, stop)| Alloc {
+            service,
+            node,
+            state,
+            health,
+            stop,
+        })
+}
+
+fn node_state() -> impl Strategy<Value = (pb::NodeStatus, pb::NodeAvailability)> {
+    (
+        prop_oneof![
+            8 => Just(pb::NodeStatus::Ready),
+            1 => Just(pb::NodeStatus::Down),
+            1 => Just(pb::NodeStatus::Unknown),
+        ],
+        prop_oneof![
+            8 => Just(pb::NodeAvailability::Active),
+            1 => Just(pb::NodeAvailability::Cordoned),
+            1 => Just(pb::NodeAvailability::Draining),
+        ],
+    )
+}
+
+/// Builds the state; returns it with the addresses of the allocations that may take
+/// traffic, decided here independently of the renderer.
+fn build(
+    services: &[Vec<(String, String)>],
+    nodes: &[(pb::NodeStatus, pb::NodeAvailability)],
+    allocs: &[Alloc],
+) -> (State, BTreeSet<String>) {
+    let mut state = State::default();
+    for (i, name) in NODES.iter().enumerate() {
+        let node = state.node(name, &format!("10.0.0.{}", i + 1));
+        node.status = nodes[i].0 as i32;
+        node.availability = nodes[i].1 as i32;
+    }
+    for (i, labels) in services.iter().enumerate() {
+        let labels: Vec<(&str, &str)> = labels
+            .iter()
+            .map(|(k, v)| (k.as_str(), v.as_str()))
+            .collect();
+        state.service_with_ports(
+            &format!("svc{i}"),
+            &labels,
+            &[
+                (8080, pb::Protocol::Tcp),
+                (5432, pb::Protocol::Tcp),
+                (53, pb::Protocol::Udp),
+            ],
+        );
+    }
+    let mut routable = BTreeSet::new();
+    for (i, a) in allocs.iter().enumerate() {
+        let service = format!("svc{}", a.service % services.len());
+        let node_name = NODES.get(a.node).copied().unwrap_or("ghost");
+        let port = 20000 + 10 * i as u32;
+        let allocation = state.alloc(&format!("alloc{i:03}"), &service, node_name, port);
+        set_state(allocation, a.state);
+        set_health(allocation, a.health);
+        if a.stop {
+            allocation.desired_state = pb::AllocationDesiredState::Stop as i32;
+        }
+        let node_ok = nodes.get(a.node).is_some_and(|(status, availability)| {
+            *status != pb::NodeStatus::Down && *availability == pb::NodeAvailability::Active
+        });
+        let alloc_ok = a.state == pb::AllocationState::Running
+            && matches!(a.health, pb::HealthState::Healthy | pb::HealthState::None)
+            && !a.stop;
+        if node_ok && alloc_ok {
+            for offset in 0..3 {
+                routable.insert(format!("10.0.0.{}:{}", a.node + 1, port + offset));
+            }
+        }
+    }
+    (state, routable)
+}
+
+proptest! {
+    #![proptest_config(ProptestConfig::with_cases(256))]
+
+    #[test]
+    fn documents_are_valid_deterministic_and_route_only_to_routable_allocations(
+        services in prop::collection::vec(labels(), 1..5),
+        nodes in prop::collection::vec(node_state(), NODES.len()),
+        allocs in prop::collection::vec(alloc(), 0..16),
+        v2 in any::<bool>(),
+        exposed_by_default in any::<bool>(),
+    ) {
+        let (state, routable) = build(&services, &nodes, &allocs);
+        let version = if v2 { TraefikVersion::V2 } else { TraefikVersion::V3 };
+        let opts = RenderOptions { version, exposed_by_default, default_domain: Some("example.com".into()) };
+        let rendered = state.render(&opts);
+        let doc: serde_json::Value = serde_json::from_slice(&rendered.json).expect("JSON");
+        prop_assert_eq!(&rendered.json, &state.render(&opts).json, "deterministic");
+        prop_assert_eq!(empty_objects(&doc), Vec::<String>::new(), "{}", doc);
+        for address in server_addresses(&doc) {
+            prop_assert!(routable.contains(&address), "{} is not routable in {}", address, doc);
+        }
+        if let Some(validator) = schema(version) {
+            prop_assert_eq!(schema_errors(validator, &doc), Vec::<String>::new(), "{:#}", doc);
+        }
+    }
+}
