@@ -17,14 +17,17 @@
 
 mod backoff;
 mod desired;
+mod fallback;
 mod status;
 
 pub use backoff::{Backoff, BackoffPolicy};
 pub use desired::{Applied, DesiredSet};
+pub use fallback::{Fallback, FallbackPolicy, Mode, OnPrimaryExit, Probe};
 pub use status::StatusQueue;
 
 use crate::runtime::{
-    ContainerId, ContainerRuntime, LABEL_SPEC_HASH, Observed, OwnedContainer, name_endpoints,
+    ContainerId, ContainerRuntime, LABEL_SPEC_HASH, Observed, OwnedContainer, fallback_assignment,
+    fallback_label, name_endpoints,
 };
 use constellation_proto::v1::{
     AllocationReport, AllocationState, AllocationStatus, Assignment, Assignments, AssignmentsKind,
@@ -52,17 +55,46 @@ struct AllocState {
     /// When the next attempt (restart, or prepare after a failure) is due.
     next_restart_at: Option<Instant>,
     stop_grace: Duration,
+    /// Whether the primary or a fallback should run.
+    fallback: Fallback,
+    /// Restart delays of the running fallback (a fresh one per fallback).
+    fallback_backoff: Backoff,
+    /// When the fallback's next attempt is due.
+    fallback_restart_at: Option<Instant>,
 }
 
 impl AllocState {
-    fn new(policy: BackoffPolicy) -> Self {
+    fn new(policy: BackoffPolicy, fallback: FallbackPolicy) -> Self {
         Self {
             backoff: Backoff::new(policy),
             restart_count: 0,
             next_restart_at: None,
             stop_grace: DEFAULT_STOP_GRACE,
+            fallback: Fallback::new(fallback),
+            fallback_backoff: Backoff::new(policy),
+            fallback_restart_at: None,
         }
     }
+
+    /// When this allocation next needs a pass without any event.
+    fn wake_at(&self) -> Option<Instant> {
+        [
+            self.next_restart_at,
+            self.fallback_restart_at,
+            self.fallback.wake_at(),
+        ]
+        .into_iter()
+        .flatten()
+        .min()
+    }
+}
+
+/// The containers of one allocation of the current spec, sorted by role.
+#[derive(Debug, Default)]
+struct Roles {
+    primary: Option<OwnedContainer>,
+    /// Fallback containers by index in the spec's `fallbacks`.
+    fallbacks: BTreeMap<usize, OwnedContainer>,
 }
 
 /// Drives a [`ContainerRuntime`] towards the desired assignments and queues status
@@ -140,6 +172,9 @@ impl<R: ContainerRuntime + 'static> Reconciler<R> {
                 return;
             }
         };
+        let mut owned = owned;
+        // A running container is observed last, so its report is the one that stays.
+        owned.sort_by_key(|c| c.running);
         for c in owned {
             if !c.allocation_id.is_empty() {
                 self.observe(&c).await;
@@ -198,7 +233,7 @@ impl<R: ContainerRuntime + 'static> Reconciler<R> {
 
     /// The earliest pending restart or retry.
     pub fn next_wakeup(&self) -> Option<Instant> {
-        self.allocs.values().filter_map(|s| s.next_restart_at).min()
+        self.allocs.values().filter_map(AllocState::wake_at).min()
     }
 
     /// Reconciles the allocations whose restart or retry is due.
@@ -207,7 +242,7 @@ impl<R: ContainerRuntime + 'static> Reconciler<R> {
         let due: Vec<String> = self
             .allocs
             .iter()
-            .filter(|(_, s)| s.next_restart_at.is_some_and(|t| t <= now))
+            .filter(|(_, s)| s.wake_at().is_some_and(|t| t <= now))
             .map(|(id, _)| id.clone())
             .collect();
         for id in due {
@@ -275,6 +310,7 @@ impl<R: ContainerRuntime + 'static> Reconciler<R> {
         };
         let spec = a.spec.clone().unwrap_or_default();
         let policy = BackoffPolicy::from_spec(spec.restart.as_ref());
+        let fallback_policy = FallbackPolicy::from_spec(&spec);
         let grace = spec
             .stop_grace_period
             .as_ref()
@@ -282,26 +318,39 @@ impl<R: ContainerRuntime + 'static> Reconciler<R> {
             .map_or(DEFAULT_STOP_GRACE, |d| {
                 Duration::new(d.seconds as u64, d.nanos as u32)
             });
+        let fresh = !self.allocs.contains_key(id);
         let state = self
             .allocs
             .entry(id.to_owned())
-            .or_insert_with(|| AllocState::new(policy));
+            .or_insert_with(|| AllocState::new(policy, fallback_policy.clone()));
         state.backoff.set_policy(policy);
+        state.fallback_backoff.set_policy(policy);
+        state.fallback.set_policy(fallback_policy);
         state.stop_grace = grace;
 
-        // Keep one container of the current spec hash (a running one if any); stop
-        // and remove the rest.
+        // Keep one primary of the current spec hash (a running one if any) and one
+        // container per fallback of the spec; stop and remove the rest.
         let (mut matching, mut stale): (Vec<_>, Vec<_>) = containers
             .into_iter()
             .partition(|c| c.spec_hash == a.spec_hash);
-        matching.sort_by_key(|c| !c.running);
-        let keep = if matching.is_empty() {
-            None
-        } else {
-            Some(matching.remove(0))
-        };
         let replaced = !stale.is_empty();
-        stale.extend(matching);
+        matching.sort_by_key(|c| !c.running);
+        let mut roles = Roles::default();
+        for c in matching {
+            if c.fallback.is_empty() {
+                if roles.primary.is_none() {
+                    roles.primary = Some(c);
+                    continue;
+                }
+            } else if let Some(index) = (0..spec.fallbacks.len())
+                .find(|i| fallback_label(&spec, *i).as_deref() == Some(c.fallback.as_str()))
+                && !roles.fallbacks.contains_key(&index)
+            {
+                roles.fallbacks.insert(index, c);
+                continue;
+            }
+            stale.push(c);
+        }
         for c in stale {
             tracing::info!(
                 allocation = %id, container = %c.container_id, old_hash = %c.spec_hash,
@@ -309,16 +358,259 @@ impl<R: ContainerRuntime + 'static> Reconciler<R> {
             );
             self.stop_and_remove(&c.container_id, grace).await;
         }
-        if replaced
-            && keep.is_none()
-            && let Some(s) = self.allocs.get_mut(id)
-        {
-            // A new spec starts at once, whatever the old one was waiting for.
-            s.next_restart_at = None;
+        let state = self.allocs.get_mut(id).expect("state exists");
+        if replaced && roles.primary.is_none() {
+            // A new spec starts at once, whatever the old one was waiting for, and
+            // gives the primary its chance again.
+            state.next_restart_at = None;
+            state.fallback_restart_at = None;
+            state.fallback.reset();
         }
-        match keep {
-            Some(c) => self.tend(id, &a, &c.container_id, now).await,
-            None => self.create_and_start(id, &a, now).await,
+        if fresh && !roles.primary.as_ref().is_some_and(|c| c.running) {
+            // A restarted agent carries on with the fallback it finds running.
+            if let Some((index, _)) = roles.fallbacks.iter().find(|(_, c)| c.running) {
+                state.fallback.adopt(*index, now);
+            }
+        }
+
+        match state.fallback.mode() {
+            Mode::Primary => {
+                for (_, c) in std::mem::take(&mut roles.fallbacks) {
+                    tracing::info!(allocation = %id, container = %c.container_id, "reconcile: removing the fallback; the primary runs");
+                    self.stop_and_remove(&c.container_id, grace).await;
+                }
+                match roles.primary {
+                    Some(c) => self.tend(id, &a, &c.container_id, now).await,
+                    None => self.create_and_start(id, &a, now).await,
+                }
+            }
+            Mode::Fallback { index, .. } => {
+                if state.fallback.probe_due(now) {
+                    return self.probe(id, &a, index, roles, now).await;
+                }
+                if let Some(c) = roles.primary.as_ref().filter(|c| c.running) {
+                    // The fallback may need the primary's host ports.
+                    self.stop(&c.container_id, grace).await;
+                }
+                self.tend_fallback(id, &a, index, roles, false, now).await;
+            }
+            Mode::Probing { .. } => self.tend_probe(id, &a, roles, now).await,
+        }
+    }
+
+    /// The primary's recovery interval is up: stop the fallback and start the primary.
+    async fn probe(&mut self, id: &str, a: &Assignment, index: usize, roles: Roles, now: Instant) {
+        let state = self.allocs.get_mut(id).expect("state exists");
+        state.fallback.start_probe(now);
+        state.next_restart_at = None;
+        state.restart_count = state.restart_count.saturating_add(1);
+        let grace = state.stop_grace;
+        tracing::info!(allocation = %id, fallback = index, "reconcile: probing the primary");
+        if let Some(c) = roles.fallbacks.get(&index) {
+            self.stop(&c.container_id, grace).await;
+        }
+        let Some(c) = roles.primary.clone() else {
+            return self.create_and_start(id, a, now).await;
+        };
+        if let Err(e) = self.runtime.start(&c.container_id).await {
+            tracing::warn!(allocation = %id, error = %e, "reconcile: starting the primary for a probe failed");
+            if let Some(s) = self.allocs.get_mut(id) {
+                s.fallback.primary_exited(u32::MAX, Instant::now());
+            }
+            return self.tend_fallback(id, a, index, roles, true, now).await;
+        }
+        if let Some(s) = self.allocs.get_mut(id) {
+            s.backoff.started(Instant::now());
+        }
+        self.report_container(id, a, &c.container_id).await;
+    }
+
+    /// A probe runs: decide from the primary's state whether it is back.
+    async fn tend_probe(&mut self, id: &str, a: &Assignment, roles: Roles, now: Instant) {
+        let Some(c) = roles.primary.clone() else {
+            return self.create_and_start(id, a, now).await;
+        };
+        let obs = match self.runtime.inspect(&c.container_id).await {
+            Ok(o) => o,
+            Err(e) => {
+                tracing::warn!(allocation = %id, container = %c.container_id, error = %e, "reconcile: inspect failed");
+                return;
+            }
+        };
+        let state = self.allocs.get_mut(id).expect("state exists");
+        let grace = state.stop_grace;
+        match state
+            .fallback
+            .primary_observed(obs.running, obs.health, now)
+        {
+            Probe::Recovered => {
+                tracing::info!(allocation = %id, container = %c.container_id, "reconcile: the primary recovered; removing the fallback");
+                state.fallback_restart_at = None;
+                for c in roles.fallbacks.values() {
+                    self.stop_and_remove(&c.container_id, grace).await;
+                }
+                let report = self.report(id, a, &obs, AllocationState::Running, String::new());
+                self.status.push(report);
+            }
+            Probe::Failed(index) => {
+                tracing::info!(
+                    allocation = %id, exit_code = obs.exit_code, health = ?obs.health,
+                    "reconcile: the primary failed its probe; back to the fallback"
+                );
+                if obs.running {
+                    self.stop(&c.container_id, grace).await;
+                }
+                self.tend_fallback(id, a, index, roles, true, now).await;
+            }
+            Probe::Pending | Probe::None => {
+                let state = if obs.running {
+                    AllocationState::Running
+                } else {
+                    AllocationState::Starting
+                };
+                let report = self.report(id, a, &obs, state, String::new());
+                self.status.push(report);
+            }
+        }
+    }
+
+    /// Fallback `index` should run: create it, restart it after its backoff delay, or
+    /// (with `resume`, after a failed probe stopped it) start it at once.
+    async fn tend_fallback(
+        &mut self,
+        id: &str,
+        a: &Assignment,
+        index: usize,
+        mut roles: Roles,
+        resume: bool,
+        now: Instant,
+    ) {
+        let Some(fa) = fallback_assignment(a, index) else {
+            return;
+        };
+        let label = fallback_label(a.spec.as_ref().expect("checked"), index).unwrap_or_default();
+        let grace = self.allocs[id].stop_grace;
+        for (i, c) in roles.fallbacks.clone() {
+            if i != index {
+                self.stop_and_remove(&c.container_id, grace).await;
+                roles.fallbacks.remove(&i);
+            }
+        }
+        let state = self.allocs.get_mut(id).expect("state exists");
+        let Some(c) = roles.fallbacks.remove(&index) else {
+            if state.fallback_restart_at.is_some_and(|t| t > now) {
+                return;
+            }
+            state.fallback_restart_at = None;
+            tracing::info!(allocation = %id, fallback = %label, "reconcile: starting the fallback");
+            let started = async {
+                let prepared = self
+                    .runtime
+                    .prepare(&fa)
+                    .await
+                    .map_err(|e| format!("prepare: {e}"))?;
+                let cid = self
+                    .runtime
+                    .create(&fa, &prepared)
+                    .await
+                    .map_err(|e| format!("create: {e}"))?;
+                self.runtime
+                    .start(&cid)
+                    .await
+                    .map_err(|e| format!("start: {e}"))?;
+                Ok::<_, String>(cid)
+            }
+            .await;
+            return match started {
+                Ok(cid) => {
+                    if let Some(s) = self.allocs.get_mut(id) {
+                        s.fallback_backoff.started(Instant::now());
+                    }
+                    self.report_fallback(id, a, &cid, &label).await;
+                }
+                Err(message) => self.fallback_failed(id, a, &label, message),
+            };
+        };
+        let obs = match self.runtime.inspect(&c.container_id).await {
+            Ok(o) => o,
+            Err(e) => {
+                tracing::warn!(allocation = %id, container = %c.container_id, error = %e, "reconcile: inspect failed");
+                return;
+            }
+        };
+        let state = self.allocs.get_mut(id).expect("state exists");
+        if obs.running {
+            state.fallback_backoff.observe_running(now);
+            state.fallback_restart_at = None;
+            let mut report = self.report(id, a, &obs, AllocationState::Running, String::new());
+            set_fallback(&mut report, &label);
+            self.status.push(report);
+            return;
+        }
+        let due = match (resume, state.fallback_restart_at) {
+            (true, _) => true,
+            (false, None) => {
+                let next = state
+                    .fallback
+                    .fallback_exited(state.fallback_backoff.attempts(), now);
+                if next != index {
+                    tracing::warn!(allocation = %id, fallback = %label, "reconcile: the fallback exhausted its restarts; trying the next one");
+                    state.fallback_backoff = Backoff::new(state.backoff.policy());
+                    state.fallback_restart_at = None;
+                    self.stop_and_remove(&c.container_id, grace).await;
+                    roles.fallbacks.clear();
+                    return Box::pin(self.tend_fallback(id, a, next, roles, false, now)).await;
+                }
+                let delay = state.fallback_backoff.failed(now);
+                state.fallback_restart_at = Some(now + delay);
+                tracing::info!(allocation = %id, fallback = %label, exit_code = obs.exit_code, ?delay, "reconcile: the fallback exited; restarting after a delay");
+                let mut report =
+                    self.report(id, a, &obs, AllocationState::Restarting, String::new());
+                set_fallback(&mut report, &label);
+                self.status.push(report);
+                false
+            }
+            (false, Some(t)) => t <= now,
+        };
+        if !due {
+            return;
+        }
+        let state = self.allocs.get_mut(id).expect("state exists");
+        state.fallback_restart_at = None;
+        if let Err(e) = self.runtime.start(&c.container_id).await {
+            return self.fallback_failed(id, a, &label, format!("start: {e}"));
+        }
+        if let Some(s) = self.allocs.get_mut(id) {
+            s.fallback_backoff.started(Instant::now());
+        }
+        self.report_fallback(id, a, &c.container_id, &label).await;
+    }
+
+    /// Starting the fallback failed: FAILED with `message`, retried after its delay.
+    fn fallback_failed(&mut self, id: &str, a: &Assignment, label: &str, message: String) {
+        let now = Instant::now();
+        let state = self.allocs.get_mut(id).expect("state exists");
+        let delay = state.fallback_backoff.failed(now);
+        state.fallback_restart_at = Some(now + delay);
+        tracing::warn!(allocation = %id, fallback = %label, error = %message, retry_in = ?delay, "reconcile: fallback failed");
+        self.push(id, a, AllocationState::Failed, None, message);
+        if let Some(mut r) = self.status.latest(id) {
+            set_fallback(&mut r, label);
+            self.status.push(r);
+        }
+    }
+
+    async fn report_fallback(&mut self, id: &str, a: &Assignment, cid: &ContainerId, label: &str) {
+        self.report_container(id, a, cid).await;
+        if let Some(mut r) = self.status.latest(id) {
+            set_fallback(&mut r, label);
+            self.status.push(r);
+        }
+    }
+
+    async fn stop(&self, id: &ContainerId, grace: Duration) {
+        if let Err(e) = self.runtime.stop(id, grace).await {
+            tracing::warn!(container = %id, error = %e, "reconcile: stopping failed");
         }
     }
 
@@ -401,6 +693,8 @@ impl<R: ContainerRuntime + 'static> Reconciler<R> {
                 return;
             }
         };
+        // Delays count from when the exit was seen, not from the start of the pass.
+        let now = Instant::now().max(now);
         let state = self.allocs.get_mut(id).expect("state exists");
         if obs.running {
             state.backoff.observe_running(now);
@@ -427,6 +721,19 @@ impl<R: ContainerRuntime + 'static> Reconciler<R> {
         }
         match state.next_restart_at {
             None => {
+                if let OnPrimaryExit::RunFallback(index) =
+                    state.fallback.primary_exited(state.backoff.attempts(), now)
+                {
+                    tracing::warn!(
+                        allocation = %id, container = %cid, exit_code = obs.exit_code,
+                        failures = state.backoff.attempts(), "reconcile: the primary exhausted its restarts; running the fallback"
+                    );
+                    state.fallback_restart_at = None;
+                    state.fallback_backoff = Backoff::new(state.backoff.policy());
+                    return self
+                        .tend_fallback(id, a, index, Roles::default(), false, now)
+                        .await;
+                }
                 let delay = state.backoff.failed(now);
                 state.next_restart_at = Some(now + delay);
                 tracing::info!(
@@ -456,6 +763,16 @@ impl<R: ContainerRuntime + 'static> Reconciler<R> {
     fn failed(&mut self, id: &str, a: &Assignment, cid: Option<&ContainerId>, message: String) {
         let now = Instant::now();
         let state = self.allocs.get_mut(id).expect("state exists");
+        if let OnPrimaryExit::RunFallback(_) =
+            state.fallback.primary_exited(state.backoff.attempts(), now)
+        {
+            // The fallback starts on the next pass, which is due now.
+            state.next_restart_at = None;
+            state.fallback_restart_at = Some(now);
+            state.fallback_backoff = Backoff::new(state.backoff.policy());
+            tracing::warn!(allocation = %id, error = %message, "reconcile: the primary failed; running the fallback");
+            return self.push(id, a, AllocationState::Failed, cid, message);
+        }
         let delay = state.backoff.failed(now);
         state.next_restart_at = Some(now + delay);
         tracing::warn!(allocation = %id, error = %message, retry_in = ?delay, "reconcile: allocation failed");
@@ -492,6 +809,7 @@ impl<R: ContainerRuntime + 'static> Reconciler<R> {
                 let a = Assignment::default();
                 let mut report = self.report(&c.allocation_id, &a, &obs, state, String::new());
                 report.spec_hash = c.spec_hash.clone();
+                set_fallback(&mut report, &c.fallback);
                 self.status.push(report);
             }
             Err(e) => {
@@ -570,6 +888,12 @@ impl<R: ContainerRuntime + 'static> Reconciler<R> {
             }),
             spec_hash,
         }
+    }
+}
+
+fn set_fallback(report: &mut AllocationReport, label: &str) {
+    if let Some(s) = report.status.as_mut() {
+        s.active_fallback = label.to_owned();
     }
 }
 

@@ -2,9 +2,9 @@
 
 use super::spec::{container_config, container_name, extra_networks, protocol_from_name};
 use super::{
-    ContainerId, ContainerRuntime, ContainerStatus, FileMount, LABEL_ALLOCATION, LABEL_MANAGED,
-    LABEL_NODE, LABEL_SERVICE, LABEL_SLOT, LABEL_SPEC_HASH, Observed, OwnedContainer, Prepared,
-    Result, RuntimeError, RuntimeEvent, RuntimeEventKind,
+    ContainerId, ContainerRuntime, ContainerStatus, FileMount, LABEL_ALLOCATION, LABEL_FALLBACK,
+    LABEL_MANAGED, LABEL_NODE, LABEL_SERVICE, LABEL_SLOT, LABEL_SPEC_HASH, Observed,
+    OwnedContainer, Prepared, Result, RuntimeError, RuntimeEvent, RuntimeEventKind,
 };
 use bollard::Docker;
 use bollard::errors::Error as DockerError;
@@ -684,6 +684,7 @@ impl ContainerRuntime for DockerRuntime {
                     service: label(LABEL_SERVICE),
                     spec_hash: label(LABEL_SPEC_HASH),
                     slot: labels.get(LABEL_SLOT).and_then(|s| s.parse().ok()),
+                    fallback: label(LABEL_FALLBACK),
                     running: matches!(
                         c.state,
                         Some(bollard::models::ContainerSummaryStateEnum::RUNNING)

@@ -9,8 +9,9 @@ mod spec;
 
 pub use docker::DockerRuntime;
 pub use spec::{
-    container_config, container_name, duration_ns, extra_networks, name_endpoints, our_labels,
-    parse_cpus, parse_memory, protocol_from_name, protocol_name,
+    container_config, container_name, duration_ns, extra_networks, fallback_assignment,
+    fallback_label, name_endpoints, our_labels, parse_cpus, parse_memory, protocol_from_name,
+    protocol_name,
 };
 
 use constellation_proto::v1::{Assignment, Endpoint, HealthState};
@@ -31,6 +32,8 @@ pub const LABEL_SLOT: &str = "constellation.slot";
 pub const LABEL_MANAGED: &str = "constellation.managed";
 /// The node whose agent created the container.
 pub const LABEL_NODE: &str = "constellation.node";
+/// On a fallback container: the name of the spec's fallback it runs.
+pub const LABEL_FALLBACK: &str = "constellation.fallback";
 
 /// Errors of the container runtime.
 #[derive(Debug, thiserror::Error)]
@@ -152,6 +155,8 @@ pub struct OwnedContainer {
     pub spec_hash: String,
     pub slot: Option<u32>,
     pub running: bool,
+    /// The fallback it runs (its `constellation.fallback` label); empty for a primary.
+    pub fallback: String,
 }
 
 /// What happened to one of our containers.

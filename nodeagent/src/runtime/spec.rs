@@ -2,8 +2,8 @@
 //! quantity parsers they need. Nothing here talks to Docker.
 
 use super::{
-    LABEL_ALLOCATION, LABEL_MANAGED, LABEL_SERVICE, LABEL_SLOT, LABEL_SPEC_HASH, Prepared,
-    RuntimeError,
+    LABEL_ALLOCATION, LABEL_FALLBACK, LABEL_MANAGED, LABEL_SERVICE, LABEL_SLOT, LABEL_SPEC_HASH,
+    Prepared, RuntimeError,
 };
 use bollard::models::{
     ContainerCreateBody, DeviceMapping, EndpointIpamConfig, EndpointSettings, HealthConfig,
@@ -137,6 +137,57 @@ pub fn our_labels(a: &Assignment) -> HashMap<String, String> {
         (LABEL_SLOT.to_string(), alloc.slot.to_string()),
         (LABEL_MANAGED.to_string(), "true".to_string()),
     ])
+}
+
+/// What a fallback container is known by: its `name`, or its index when unnamed.
+pub fn fallback_label(spec: &ServiceSpec, index: usize) -> Option<String> {
+    let f = spec.fallbacks.get(index)?;
+    Some(if f.name.is_empty() {
+        index.to_string()
+    } else {
+        f.name.clone()
+    })
+}
+
+/// The assignment of fallback `index` of `a`'s spec: the primary's spec with the
+/// fallback's image, command, entrypoint and health check, its env on top of the
+/// primary's, the primary's ports, volumes, networks, labels and resources, a name
+/// of its own and the `constellation.fallback` label. `None` when there is no such
+/// fallback.
+pub fn fallback_assignment(a: &Assignment, index: usize) -> Option<Assignment> {
+    let primary = a.spec.as_ref()?;
+    let fb = primary.fallbacks.get(index)?;
+    let label = fallback_label(primary, index)?;
+    let mut spec = primary.clone();
+    if !fb.image.is_empty() {
+        spec.image = fb.image.clone();
+        // The primary's build context is for the primary's image.
+        spec.build = None;
+    }
+    spec.command = fb.command.clone();
+    spec.entrypoint = fb.entrypoint.clone();
+    spec.env
+        .extend(fb.env.iter().map(|(k, v)| (k.clone(), v.clone())));
+    // The primary's check probes the primary's program; the fallback may not run it.
+    spec.health_check = fb.health_check.clone();
+    spec.fallbacks.clear();
+    let safe: String = label
+        .chars()
+        .map(|c| {
+            if c.is_ascii_alphanumeric() || matches!(c, '_' | '.' | '-') {
+                c
+            } else {
+                '-'
+            }
+        })
+        .collect();
+    spec.container_name = format!("{}-fallback-{safe}", container_name(a));
+    // The name is per allocation already; no slot suffix.
+    spec.replicas = Some(1);
+    spec.labels.insert(LABEL_FALLBACK.to_string(), label);
+    let mut out = a.clone();
+    out.spec = Some(spec);
+    Some(out)
 }
 
 fn parts(a: &Assignment) -> (ServiceSpec, constellation_proto::v1::Allocation) {
@@ -485,6 +536,66 @@ mod tests {
         assert_eq!(container_name(&assignment(spec.clone())), "front");
         spec.replicas = Some(3);
         assert_eq!(container_name(&assignment(spec)), "front-2");
+    }
+
+    #[test]
+    fn fallback_takes_the_primary_ports_and_labels() {
+        use constellation_proto::v1::FallbackSpec;
+        let spec = ServiceSpec {
+            name: "web".into(),
+            image: "web:1".into(),
+            command: vec!["serve".into()],
+            replicas: Some(3),
+            env: [
+                ("A".to_string(), "1".to_string()),
+                ("B".to_string(), "1".to_string()),
+            ]
+            .into(),
+            labels: [("traefik.enable".to_string(), "true".to_string())].into(),
+            ports: vec![PortSpec {
+                container_port: 80,
+                published_port: Some(8080),
+                ..Default::default()
+            }],
+            health_check: Some(HealthCheck {
+                test: vec!["CMD".into(), "check".into()],
+                ..Default::default()
+            }),
+            fallbacks: vec![
+                FallbackSpec {
+                    name: "static page".into(),
+                    image: "static:1".into(),
+                    command: vec!["httpd".into()],
+                    env: [("B".to_string(), "2".to_string())].into(),
+                    ..Default::default()
+                },
+                FallbackSpec::default(),
+            ],
+            ..Default::default()
+        };
+        let a = assignment(spec);
+        let fb = fallback_assignment(&a, 0).unwrap();
+        assert_eq!(container_name(&fb), "web-2-01234567-fallback-static-page");
+        let c = container_config(&fb, &prepared()).unwrap();
+        assert_eq!(c.cmd, Some(vec!["httpd".to_string()]));
+        assert!(c.healthcheck.is_none());
+        let env = c.env.unwrap();
+        assert!(env.contains(&"A=1".to_string()) && env.contains(&"B=2".to_string()));
+        let labels = c.labels.unwrap();
+        assert_eq!(labels[LABEL_FALLBACK], "static page");
+        assert_eq!(labels["traefik.enable"], "true");
+        assert_eq!(labels[LABEL_ALLOCATION], "0123456789abcdef");
+        assert_eq!(labels[LABEL_SPEC_HASH], "hash1");
+        let bindings = c.host_config.unwrap().port_bindings.unwrap();
+        assert_eq!(
+            bindings["80/tcp"].as_ref().unwrap()[0].host_port.as_deref(),
+            Some("8080")
+        );
+        // An unnamed fallback is known by its index; the image defaults to the primary's.
+        let fb1 = fallback_assignment(&a, 1).unwrap();
+        assert_eq!(fb1.spec.as_ref().unwrap().image, "web:1");
+        assert_eq!(fb1.spec.as_ref().unwrap().labels[LABEL_FALLBACK], "1");
+        assert!(fallback_assignment(&a, 2).is_none());
     }
 
     #[test]
