@@ -35,6 +35,28 @@ pub struct Flags {
     #[arg(long, env = "CONSTELLATION_STALE_AFTER", value_parser = humantime::parse_duration)]
     #[serde(default, with = "opt_duration")]
     pub stale_after: Option<Duration>,
+    /// Bearer tokens with the admin role (every route). Prefer the environment or the
+    /// config file to flags, which other local users can see.
+    #[arg(
+        long,
+        env = "CONSTELLATION_ADMIN_TOKENS",
+        value_delimiter = ',',
+        hide_env_values = true
+    )]
+    pub admin_tokens: Option<Vec<String>>,
+    /// Bearer tokens with the read role (GET routes). Without any token the gateway
+    /// lets everyone in and refuses to listen on a non-loopback address.
+    #[arg(
+        long,
+        env = "CONSTELLATION_READ_TOKENS",
+        value_delimiter = ',',
+        hide_env_values = true
+    )]
+    pub read_tokens: Option<Vec<String>>,
+    /// Origins allowed by CORS and on the WebSocket, matched exactly
+    /// (`https://ops.example.com`); none by default.
+    #[arg(long, env = "CONSTELLATION_CORS_ORIGINS", value_delimiter = ',')]
+    pub cors_origins: Option<Vec<String>>,
     #[command(flatten)]
     pub log: LogFlags,
 }
@@ -48,6 +70,8 @@ pub struct Config {
     pub listen: SocketAddr,
     pub rpc_timeout: Duration,
     pub stale_after: Duration,
+    pub tokens: crate::auth::Tokens,
+    pub cors_origins: Vec<String>,
 }
 
 impl constellation_proto::process::Flags for Flags {
@@ -69,13 +93,27 @@ impl Flags {
                 "controlplane: addresses must not be empty".into(),
             ));
         }
+        let tokens = crate::auth::Tokens::new(
+            self.admin_tokens.as_deref().unwrap_or_default(),
+            self.read_tokens.as_deref().unwrap_or_default(),
+        )?;
+        let cors_origins = self.cors_origins.unwrap_or_default();
+        for (i, origin) in cors_origins.iter().enumerate() {
+            check_origin(origin).map_err(|reason| {
+                Error::Config(format!("cors_origins[{i}]: {origin:?}: {reason}"))
+            })?;
+        }
+        let listen = self
+            .listen
+            .unwrap_or_else(|| DEFAULT_LISTEN.parse().expect("default parses"));
+        tokens.check_listen(listen)?;
         Ok(Config {
             controlplane,
-            listen: self
-                .listen
-                .unwrap_or_else(|| DEFAULT_LISTEN.parse().expect("default parses")),
+            listen,
             rpc_timeout: positive("rpc_timeout", self.rpc_timeout, DEFAULT_RPC_TIMEOUT)?,
             stale_after: positive("stale_after", self.stale_after, DEFAULT_STALE_AFTER)?,
+            tokens,
+            cors_origins,
         })
     }
 }
@@ -84,6 +122,20 @@ impl From<constellation_proto::process::ConfigError> for Error {
     fn from(e: constellation_proto::process::ConfigError) -> Self {
         Error::Config(e.to_string())
     }
+}
+
+/// An origin is `scheme://host[:port]`, nothing more (no path, no wildcard).
+fn check_origin(origin: &str) -> std::result::Result<(), &'static str> {
+    let Some((scheme, rest)) = origin.split_once("://") else {
+        return Err("must be scheme://host[:port]");
+    };
+    if !matches!(scheme, "http" | "https") {
+        return Err("scheme must be http or https");
+    }
+    if rest.is_empty() || rest.contains(['/', '*', ' ', '?', '#']) {
+        return Err("must be scheme://host[:port] without path or wildcard");
+    }
+    Ok(())
 }
 
 fn positive(field: &str, value: Option<Duration>, default: Duration) -> Result<Duration> {

@@ -2,6 +2,8 @@
 //! the Traefik HTTP provider. It holds no state that is not derived from the control plane.
 #![forbid(unsafe_code)]
 
+pub mod api;
+pub mod auth;
 pub mod config;
 pub mod error;
 pub mod http;

@@ -25,7 +25,14 @@ async fn run() -> anyhow::Result<()> {
 
     let upstream = Arc::new(Upstream::new(&config.controlplane, config.rpc_timeout)?);
     let (snapshots, channels) = feed::channels(config.stale_after);
-    let state = http::AppState::new(channels.clone(), Arc::clone(&upstream));
+    let state = http::AppState::new(channels.clone(), Arc::clone(&upstream))
+        .with_tokens(config.tokens.clone())
+        .with_origins(config.cors_origins.clone());
+    if config.tokens.is_empty() {
+        tracing::warn!(
+            "no tokens configured: every client on this machine may read and change the cluster"
+        );
+    }
 
     let mut tasks = tokio::task::JoinSet::new();
     let stop = shutdown.clone();
