@@ -115,16 +115,20 @@ impl Rendered {
     /// when the document has none. For the predecessor's read-only routes: these are
     /// maps to look at, not documents for Traefik.
     pub fn part(&self, protocol: Protocol, part: &str) -> Vec<u8> {
-        let value = self
-            .document
-            .as_obj()
-            .and_then(|root| root.get(protocol.key()))
-            .and_then(Value::as_obj)
-            .and_then(|section| section.get(part));
-        match value {
-            Some(v) => serde_json::to_vec(v).expect("a tree serialises"),
-            None => b"{}".to_vec(),
-        }
+        self::part(&self.document, protocol, part)
+    }
+}
+
+/// One map of a rendered `document`; see [`Rendered::part`].
+pub fn part(document: &Value, protocol: Protocol, part: &str) -> Vec<u8> {
+    let value = document
+        .as_obj()
+        .and_then(|root| root.get(protocol.key()))
+        .and_then(Value::as_obj)
+        .and_then(|section| section.get(part));
+    match value {
+        Some(v) => serde_json::to_vec(v).expect("a tree serialises"),
+        None => b"{}".to_vec(),
     }
 }
 

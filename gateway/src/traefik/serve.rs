@@ -1,0 +1,360 @@
+//! Serving the rendered document: `/traefik` (the Traefik HTTP provider endpoint) and
+//! the predecessor's read-only routes (`/api/dynamic`, `/api/http/routers`, ...).
+//!
+//! Rendering happens once per view index and version, never per request: a background
+//! task renders the default version whenever the view changes, and a request for a
+//! version whose cached document is older than the view renders it once while
+//! concurrent requests wait for that same render. A view that is not fresh is
+//! answered 503 (never an empty document), so Traefik keeps its last good one.
+
+use super::labels::Value;
+use super::{Protocol, RenderError, RenderOptions, Rendered, TraefikVersion, render};
+use crate::view::Snapshot;
+use crate::{Error, Result};
+use axum::Extension;
+use axum::Router;
+use axum::body::Bytes;
+use axum::extract::RawQuery;
+use axum::http::{HeaderMap, HeaderValue, header};
+use axum::response::{IntoResponse, Response};
+use axum::routing::get;
+use serde::{Deserialize, Serialize};
+use std::net::SocketAddr;
+use std::sync::{Arc, RwLock};
+use std::time::{Duration, Instant};
+use tokio::sync::watch;
+use tokio_util::sync::CancellationToken;
+
+/// Most render errors logged per render; the rest are counted.
+const LOGGED_ERRORS: usize = 20;
+
+/// Flags and config keys (`traefik:` section) of the Traefik provider.
+#[derive(Debug, Clone, Default, PartialEq, Eq, clap::Args, Serialize, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct Settings {
+    /// Also serve the Traefik routes, and only them, on this address (for a Traefik
+    /// that reaches the gateway over a private network and sends no token).
+    #[arg(long = "traefik-listen", env = "CONSTELLATION_TRAEFIK_LISTEN")]
+    pub listen: Option<SocketAddr>,
+    /// Traefik major the document targets when the request names none: v3 or v2 [default: v3].
+    #[arg(long = "traefik-version", env = "CONSTELLATION_TRAEFIK_VERSION")]
+    pub version: Option<TraefikVersion>,
+    /// Domain of the default rule: `Host(`<service>.<domain>`)` instead of `Host(`<service>`)`.
+    #[arg(long = "traefik-domain", env = "CONSTELLATION_TRAEFIK_DOMAIN")]
+    pub domain: Option<String>,
+    /// Route services that carry no `traefik.enable` label (Traefik's exposedByDefault).
+    #[arg(
+        long = "traefik-exposed-by-default",
+        env = "CONSTELLATION_TRAEFIK_EXPOSED_BY_DEFAULT"
+    )]
+    #[serde(default)]
+    pub exposed_by_default: bool,
+}
+
+impl Settings {
+    /// Checks the values and turns them into render options of the default version.
+    pub fn options(&self) -> Result<RenderOptions> {
+        if let Some(domain) = &self.domain {
+            let valid = !domain.is_empty()
+                && domain.len() <= 253
+                && domain.split('.').all(|label| {
+                    !label.is_empty()
+                        && label.len() <= 63
+                        && label
+                            .bytes()
+                            .all(|b| b.is_ascii_alphanumeric() || b == b'-')
+                });
+            if !valid {
+                return Err(Error::Config(format!(
+                    "traefik.domain: {domain:?} is not a domain name"
+                )));
+            }
+        }
+        Ok(RenderOptions {
+            version: self.version.unwrap_or_default(),
+            exposed_by_default: self.exposed_by_default,
+            default_domain: self.domain.clone(),
+        })
+    }
+}
+
+/// One rendered document and the view index it reflects.
+#[derive(Debug)]
+pub struct Document {
+    pub index: u64,
+    pub json: Bytes,
+    /// The same document as a tree, for the per-section routes.
+    pub tree: Value,
+    pub errors: Vec<RenderError>,
+    /// How long the render took.
+    pub took: Duration,
+}
+
+/// The cache of one version: the latest document, and a lock held while rendering so
+/// that concurrent requests render once.
+#[derive(Debug, Default)]
+struct Slot {
+    latest: RwLock<Option<Arc<Document>>>,
+    rendering: tokio::sync::Mutex<()>,
+}
+
+/// The Traefik provider: the view it renders from, its options, and the cache.
+#[derive(Debug)]
+pub struct Provider {
+    snapshots: watch::Receiver<Snapshot>,
+    options: RenderOptions,
+    v2: Slot,
+    v3: Slot,
+}
+
+impl Provider {
+    pub fn new(snapshots: watch::Receiver<Snapshot>, options: RenderOptions) -> Arc<Self> {
+        Arc::new(Self {
+            snapshots,
+            options,
+            v2: Slot::default(),
+            v3: Slot::default(),
+        })
+    }
+
+    pub fn default_version(&self) -> TraefikVersion {
+        self.options.version
+    }
+
+    fn slot(&self, version: TraefikVersion) -> &Slot {
+        match version {
+            TraefikVersion::V2 => &self.v2,
+            TraefikVersion::V3 => &self.v3,
+        }
+    }
+
+    /// The document of `version` for the current view, rendered if the cache is older;
+    /// `Unavailable` while the view is not fresh.
+    pub async fn document(&self, version: TraefikVersion) -> Result<Arc<Document>> {
+        let snapshot = self.snapshots.borrow().clone();
+        if !snapshot.is_fresh() {
+            return Err(Error::Unavailable(
+                "the gateway has no fresh view of the cluster; Traefik keeps its last configuration"
+                    .into(),
+            ));
+        }
+        self.document_of(version, &snapshot).await
+    }
+
+    async fn document_of(
+        &self,
+        version: TraefikVersion,
+        snapshot: &Snapshot,
+    ) -> Result<Arc<Document>> {
+        let slot = self.slot(version);
+        let index = snapshot.view.index();
+        let cached = || {
+            slot.latest
+                .read()
+                .expect("cache lock")
+                .as_ref()
+                .filter(|d| d.index == index)
+                .cloned()
+        };
+        if let Some(document) = cached() {
+            return Ok(document);
+        }
+        let _rendering = slot.rendering.lock().await;
+        if let Some(document) = cached() {
+            return Ok(document);
+        }
+        let view = Arc::clone(&snapshot.view);
+        let options = RenderOptions {
+            version,
+            ..self.options.clone()
+        };
+        let document = tokio::task::spawn_blocking(move || {
+            let start = Instant::now();
+            let Rendered {
+                json,
+                document,
+                errors,
+            } = render(view.services(), view.nodes(), view.allocations(), &options);
+            Document {
+                index: view.index(),
+                json: Bytes::from(json),
+                tree: document,
+                errors,
+                took: start.elapsed(),
+            }
+        })
+        .await
+        .map_err(|e| Error::Io(std::io::Error::other(format!("render task: {e}"))))?;
+        log_render(version, &document);
+        let document = Arc::new(document);
+        *slot.latest.write().expect("cache lock") = Some(Arc::clone(&document));
+        Ok(document)
+    }
+
+    /// The latest cached document of `version`, whatever its index (for metrics).
+    pub fn latest(&self, version: TraefikVersion) -> Option<Arc<Document>> {
+        self.slot(version)
+            .latest
+            .read()
+            .expect("cache lock")
+            .clone()
+    }
+
+    /// Renders the default version after every view change, so polls find it ready.
+    pub async fn keep_rendered(self: Arc<Self>, shutdown: CancellationToken) {
+        let mut snapshots = self.snapshots.clone();
+        loop {
+            let snapshot = snapshots.borrow_and_update().clone();
+            if snapshot.synced
+                && let Err(e) = self.document_of(self.options.version, &snapshot).await
+            {
+                tracing::warn!(error = %e, "traefik render failed");
+            }
+            tokio::select! {
+                () = shutdown.cancelled() => return,
+                changed = snapshots.changed() => if changed.is_err() { return },
+            }
+        }
+    }
+}
+
+fn log_render(version: TraefikVersion, document: &Document) {
+    let errors = &document.errors;
+    tracing::debug!(
+        version = version.label(),
+        index = document.index,
+        bytes = document.json.len(),
+        took_ms = document.took.as_secs_f64() * 1000.0,
+        errors = errors.len(),
+        "traefik document rendered"
+    );
+    for error in errors.iter().take(LOGGED_ERRORS) {
+        tracing::warn!(service = %error.service, error = %error.message, version = version.label(), "traefik labels left out");
+    }
+    if errors.len() > LOGGED_ERRORS {
+        tracing::warn!(
+            more = errors.len() - LOGGED_ERRORS,
+            "further traefik label errors not logged"
+        );
+    }
+}
+
+/// The version a query string asks for (`version=v2|v3`, its only parameter).
+fn requested_version(query: Option<&str>, default: TraefikVersion) -> Result<TraefikVersion> {
+    let mut version = default;
+    for pair in query.unwrap_or("").split('&').filter(|p| !p.is_empty()) {
+        let (key, value) = pair.split_once('=').unwrap_or((pair, ""));
+        if key != "version" {
+            return Err(Error::BadRequest {
+                field: key.chars().take(64).collect(),
+                message: "unknown query parameter (only version=v2|v3 is read)".into(),
+            });
+        }
+        version = value.parse().map_err(|message| Error::BadRequest {
+            field: "version".into(),
+            message,
+        })?;
+    }
+    Ok(version)
+}
+
+/// The Traefik routes. They find the [`Provider`] in a request extension (add
+/// `axum::Extension(provider)` around the router that holds them; without it they
+/// answer 503) and admit a request only when `authorize` accepts its headers (on the
+/// main listener: a read token; on the separate Traefik listener: everyone).
+pub fn routes<S, A>(authorize: A) -> Router<S>
+where
+    S: Clone + Send + Sync + 'static,
+    A: Fn(&HeaderMap) -> Result<()> + Clone + Send + Sync + 'static,
+{
+    let mut router = Router::new()
+        .route("/traefik", get(whole))
+        .route("/api/dynamic", get(whole));
+    for protocol in Protocol::ALL {
+        for part in ["routers", "services", "middlewares"] {
+            if protocol == Protocol::Udp && part == "middlewares" {
+                continue;
+            }
+            let path = format!("/api/{}/{part}", protocol.key());
+            router = router.route(
+                &path,
+                get(
+                    move |provider: Option<Extension<Arc<Provider>>>, RawQuery(q): RawQuery| async move {
+                        section(provider, q, protocol, part).await
+                    },
+                ),
+            );
+        }
+    }
+    router.route_layer(axum::middleware::from_fn(
+        move |request: axum::extract::Request, next: axum::middleware::Next| {
+            let authorize = authorize.clone();
+            async move {
+                match authorize(request.headers()) {
+                    Ok(()) => next.run(request).await,
+                    Err(e) => e.into_response(),
+                }
+            }
+        },
+    ))
+}
+
+/// The paths [`routes`] serves, for route tables and documentation.
+pub const PATHS: [&str; 10] = [
+    "/traefik",
+    "/api/dynamic",
+    "/api/http/routers",
+    "/api/http/services",
+    "/api/http/middlewares",
+    "/api/tcp/routers",
+    "/api/tcp/services",
+    "/api/tcp/middlewares",
+    "/api/udp/routers",
+    "/api/udp/services",
+];
+
+fn json(body: Bytes) -> Response {
+    (
+        [
+            (
+                header::CONTENT_TYPE,
+                HeaderValue::from_static("application/json"),
+            ),
+            (header::CACHE_CONTROL, HeaderValue::from_static("no-store")),
+        ],
+        body,
+    )
+        .into_response()
+}
+
+fn provider(extension: Option<Extension<Arc<Provider>>>) -> Result<Arc<Provider>> {
+    extension
+        .map(|Extension(p)| p)
+        .ok_or_else(|| Error::Unavailable("the Traefik provider is not configured".into()))
+}
+
+async fn whole(
+    extension: Option<Extension<Arc<Provider>>>,
+    RawQuery(query): RawQuery,
+) -> Result<Response> {
+    let provider = provider(extension)?;
+    let version = requested_version(query.as_deref(), provider.default_version())?;
+    let document = provider.document(version).await?;
+    Ok(json(document.json.clone()))
+}
+
+async fn section(
+    extension: Option<Extension<Arc<Provider>>>,
+    query: Option<String>,
+    protocol: Protocol,
+    part: &'static str,
+) -> Result<Response> {
+    let provider = provider(extension)?;
+    let version = requested_version(query.as_deref(), provider.default_version())?;
+    let document = provider.document(version).await?;
+    Ok(json(Bytes::from(super::render::part(
+        &document.tree,
+        protocol,
+        part,
+    ))))
+}
