@@ -20,12 +20,12 @@
 //! changes run on the leader, and a follower proxies them to the leader's API.
 
 use crate::raft::network::{Network, peer_server};
+use crate::raft::proposer::{Proposer, client_write_error};
 use crate::raft::store::{self, LogStore, SharedState};
 use crate::raft::{Member, NodeId, Raft};
 use crate::state::{COMMAND_VERSION, State};
 use crate::{Error, Result};
 use constellation_proto::v1 as pb;
-use openraft::error::{ClientWriteError, RaftError};
 use openraft::storage::RaftLogStorage;
 use openraft::{ChangeMembers, ServerState};
 use std::collections::{BTreeMap, BTreeSet};
@@ -51,6 +51,9 @@ pub struct Tuning {
     pub request_timeout: Duration,
     /// Events retained for Watch replay.
     pub event_history: usize,
+    /// A Watch stream with nothing to send sends an empty response this often, so
+    /// clients (and proxies between) see it alive.
+    pub watch_heartbeat: Duration,
 }
 
 impl Default for Tuning {
@@ -63,6 +66,7 @@ impl Default for Tuning {
             logs_kept_after_snapshot: 1_000,
             request_timeout: Duration::from_secs(5),
             event_history: crate::state::DEFAULT_HISTORY_CAPACITY,
+            watch_heartbeat: Duration::from_secs(10),
         }
     }
 }
@@ -90,11 +94,13 @@ pub struct Cluster {
     id: NodeId,
     me: Member,
     raft: Raft,
+    proposer: Proposer,
     network: Network,
     log_store: LogStore,
     state: SharedState,
     applied_events: watch::Receiver<u64>,
     request_timeout: Duration,
+    watch_heartbeat: Duration,
 }
 
 impl Cluster {
@@ -113,17 +119,24 @@ impl Cluster {
         Ok(Self {
             id,
             me,
+            proposer: Proposer::spawn(raft.clone()),
             raft,
             network,
             log_store,
             state,
             applied_events,
             request_timeout: tuning.request_timeout,
+            watch_heartbeat: tuning.watch_heartbeat,
         })
     }
 
     pub fn id(&self) -> NodeId {
         self.id
+    }
+
+    /// How often an idle Watch stream sends an empty response.
+    pub fn watch_heartbeat(&self) -> Duration {
+        self.watch_heartbeat
     }
 
     pub fn raft(&self) -> &Raft {
@@ -231,16 +244,7 @@ impl Cluster {
     }
 
     async fn write_here(&self, command: pb::Command) -> Result<pb::CommandResult> {
-        match self.raft.client_write(command).await {
-            Ok(response) => Ok(response.data),
-            Err(RaftError::APIError(ClientWriteError::ForwardToLeader(f))) => Err(
-                Error::FailedPrecondition(format!("leadership moved to {:?}", f.leader_id)),
-            ),
-            Err(RaftError::APIError(ClientWriteError::ChangeMembershipError(e))) => {
-                Err(Error::FailedPrecondition(e.to_string()))
-            }
-            Err(RaftError::Fatal(e)) => Err(Error::Unavailable(format!("raft stopped: {e}"))),
-        }
+        self.proposer.propose(command).await
     }
 
     /// Runs `read` on the state at the requested consistency.
@@ -302,7 +306,7 @@ impl Cluster {
         self.raft
             .add_learner(id, member, false)
             .await
-            .map_err(membership_error)?;
+            .map_err(|e| client_write_error(&e))?;
         if learner_only {
             return Ok(());
         }
@@ -325,7 +329,7 @@ impl Cluster {
         self.raft
             .change_membership(ChangeMembers::AddVoterIds(voters), false)
             .await
-            .map_err(membership_error)?;
+            .map_err(|e| client_write_error(&e))?;
         Ok(())
     }
 
@@ -346,7 +350,7 @@ impl Cluster {
         self.raft
             .change_membership(change, false)
             .await
-            .map_err(membership_error)?;
+            .map_err(|e| client_write_error(&e))?;
         Ok(())
     }
 
@@ -424,18 +428,6 @@ impl Cluster {
         if let Err(e) = self.raft.shutdown().await {
             tracing::warn!(error = %e, "raft shutdown");
         }
-    }
-}
-
-fn membership_error(e: RaftError<NodeId, ClientWriteError<NodeId, Member>>) -> Error {
-    match e {
-        RaftError::APIError(ClientWriteError::ForwardToLeader(f)) => Error::FailedPrecondition(
-            format!("leadership moved to {:?} during the change", f.leader_id),
-        ),
-        RaftError::APIError(ClientWriteError::ChangeMembershipError(e)) => {
-            Error::FailedPrecondition(e.to_string())
-        }
-        RaftError::Fatal(e) => Error::Unavailable(format!("raft stopped: {e}")),
     }
 }
 

@@ -1,6 +1,7 @@
 //! The `ControlPlane` trait implementation: the unary calls, and the streaming ones
 //! handed to [`super::watch`] and [`super::snapshot`].
 
+use std::collections::BTreeSet;
 use std::time::Duration;
 
 use constellation_proto::v1::{self as pb, command::Op, command_result::Outcome};
@@ -149,18 +150,28 @@ impl FromStatus for pb::RemoveMemberResponse {
     }
 }
 
-/// The names a service spec may refer to, from the current state.
-fn known_names(state: &State) -> KnownNames {
+/// The names `spec` refers to that exist in the current state: validation asks about
+/// no others, so this costs nothing per service or secret the cluster holds.
+fn known_names(state: &State, spec: Option<&pb::ServiceSpec>) -> KnownNames {
+    let Some(spec) = spec else {
+        return KnownNames::default();
+    };
+    fn existing<'a>(
+        names: impl Iterator<Item = &'a String>,
+        exists: impl Fn(&str) -> bool,
+    ) -> BTreeSet<String> {
+        names.filter(|n| exists(n)).cloned().collect()
+    }
     KnownNames {
-        secrets: state.secret_metas().into_iter().map(|s| s.name).collect(),
-        configs: state
-            .configs()
-            .filter_map(|c| c.spec.as_ref().map(|s| s.name.clone()))
-            .collect(),
-        services: state
-            .services()
-            .filter_map(|s| s.spec.as_ref().map(|s| s.name.clone()))
-            .collect(),
+        secrets: existing(spec.secrets.iter().map(|r| &r.name), |n| {
+            state.secret_data(n).is_some()
+        }),
+        configs: existing(spec.configs.iter().map(|r| &r.name), |n| {
+            state.config(n).is_some()
+        }),
+        services: existing(spec.depends_on.iter().map(|d| &d.service), |n| {
+            state.service(n).is_some()
+        }),
     }
 }
 
@@ -284,10 +295,11 @@ impl ControlPlane for ControlPlaneService {
         // References are checked against this member's state first; only a spec that
         // fails there pays for a linearizable read, so a reference to something just
         // created elsewhere is never refused because this member lags.
-        let local = self.cluster.read(pb::ReadConsistency::Stale, known_names);
+        let known = |s: &State| known_names(s, req.spec.as_ref());
+        let local = self.cluster.read(pb::ReadConsistency::Stale, known);
         if validate::apply_service(&req, &local.await?).is_err() {
             let consistency = pb::ReadConsistency::Linearizable;
-            let known = self.cluster.read(consistency, known_names).await?;
+            let known = self.cluster.read(consistency, known).await?;
             validate::apply_service(&req, &known)?;
         }
         let consistency = pb::ReadConsistency::Linearizable;

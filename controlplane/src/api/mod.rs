@@ -13,9 +13,11 @@
 //!   secrets, configs, membership).
 //! * [`watch`]: the event stream.
 //! * [`snapshot`]: operator backups (SaveSnapshot / RestoreSnapshot).
+//! * [`limit`]: the request size limit, refused as `INVALID_ARGUMENT`.
 
 mod control;
 pub mod dispatcher;
+pub mod limit;
 mod snapshot;
 mod watch;
 
@@ -26,8 +28,8 @@ use crate::cluster::Cluster;
 use constellation_proto::v1::control_plane_server::ControlPlaneServer;
 pub use dispatcher::dispatcher_server;
 
-/// Largest request message the API accepts; larger ones are refused by tonic before a
-/// handler runs. Snapshot restores stream in chunks well below it.
+/// Largest request message the API accepts; larger ones are refused before a handler
+/// runs ([`limit`]). Snapshot restores stream in chunks well below it.
 pub const MAX_REQUEST_BYTES: usize = 4 * 1024 * 1024;
 
 /// Largest response message the API sends (big lists of allocations or events).
@@ -50,4 +52,12 @@ pub fn control_plane_server(cluster: Cluster) -> ControlPlaneServer<ControlPlane
     ControlPlaneServer::new(ControlPlaneService::new(cluster))
         .max_decoding_message_size(MAX_REQUEST_BYTES)
         .max_encoding_message_size(MAX_RESPONSE_BYTES)
+}
+
+/// A tonic server with the API's layers. Both of a member's listeners use it; the
+/// size check only looks at `ControlPlane` requests.
+pub fn server_builder() -> tonic::transport::Server<
+    tower::layer::util::Stack<limit::RequestSizeLimitLayer, tower::layer::util::Identity>,
+> {
+    tonic::transport::Server::builder().layer(limit::RequestSizeLimitLayer)
 }

@@ -25,7 +25,12 @@ struct TestMember {
 
 /// Starts a bootstrapped one-member cluster serving the API, and a client for it.
 async fn start() -> TestMember {
-    let member = start_member(1).await;
+    start_with(&Tuning::default()).await
+}
+
+/// [`start`] with other timings.
+async fn start_with(tuning: &Tuning) -> TestMember {
+    let member = start_member_with(1, tuning).await;
     member.cluster.bootstrap().await.unwrap();
     member
         .cluster
@@ -39,6 +44,10 @@ async fn start() -> TestMember {
 
 /// Starts member `id` serving both listeners, not yet part of any cluster.
 async fn start_member(id: u64) -> TestMember {
+    start_member_with(id, &Tuning::default()).await
+}
+
+async fn start_member_with(id: u64, tuning: &Tuning) -> TestMember {
     let dir = tempfile::tempdir().unwrap();
     let raft = TcpListener::bind("127.0.0.1:0").await.unwrap();
     let api = TcpListener::bind("127.0.0.1:0").await.unwrap();
@@ -47,7 +56,7 @@ async fn start_member(id: u64) -> TestMember {
         api_addr: api.local_addr().unwrap().to_string(),
     };
     let api_addr = me.api_addr.clone();
-    let cluster = Cluster::open(id, dir.path(), me.clone(), &Tuning::default())
+    let cluster = Cluster::open(id, dir.path(), me.clone(), tuning)
         .await
         .unwrap();
     let peer = cluster.peer_service();
@@ -57,7 +66,7 @@ async fn start_member(id: u64) -> TestMember {
             .serve_with_incoming(TcpListenerStream::new(raft)),
     );
     tokio::spawn(
-        Server::builder()
+        crate::api::server_builder()
             .add_service(control_plane_server(cluster.clone()))
             .serve_with_incoming(TcpListenerStream::new(api)),
     );
@@ -236,7 +245,8 @@ async fn oversize_request_is_refused() {
     let mut big = spec("big");
     big.env = BTreeMap::from([("BLOB".to_string(), "x".repeat(5 * 1024 * 1024))]);
     let status = client.apply_service(apply(big)).await.unwrap_err();
-    assert_eq!(status.code(), Code::OutOfRange, "{status:?}");
+    assert_eq!(status.code(), Code::InvalidArgument, "{status:?}");
+    assert_eq!(bad_fields(&status), ["request"]);
     assert_eq!(list(&mut client).await, before);
 }
 
@@ -488,6 +498,43 @@ async fn watch_replays_history_then_follows_live() {
     assert_eq!(live.events.len(), 1);
     assert_eq!(service_name(&live.events[0]), "d");
     assert_eq!(live.events[0].index, applied.index);
+}
+
+#[tokio::test]
+async fn an_idle_watch_sends_heartbeats_with_the_current_index() {
+    let tuning = Tuning {
+        watch_heartbeat: Duration::from_millis(200),
+        ..Tuning::default()
+    };
+    let TestMember { mut client, .. } = start_with(&tuning).await;
+    client.apply_service(apply(spec("a"))).await.unwrap();
+    let index = list(&mut client).await.index;
+    let mut stream = client
+        .watch(pb::WatchRequest {
+            from_index: index,
+            topics: vec![],
+        })
+        .await
+        .unwrap()
+        .into_inner();
+    // Nothing happens: the stream still speaks, with empty responses at the index.
+    for _ in 0..3 {
+        let beat = next(&mut stream).await;
+        assert!(beat.events.is_empty(), "{beat:?}");
+        assert_eq!(beat.last_index, index);
+    }
+    // Events after heartbeats arrive as usual.
+    let applied = client
+        .apply_service(apply(spec("b")))
+        .await
+        .unwrap()
+        .into_inner();
+    let mut live = next(&mut stream).await;
+    while live.events.is_empty() {
+        live = next(&mut stream).await;
+    }
+    assert_eq!(live.events[0].index, index + 1);
+    assert_eq!(live.last_index, applied.index);
 }
 
 #[tokio::test]

@@ -3,14 +3,13 @@
 //! A spawned task per watcher reads `State::events_after(from)` under the state's read
 //! lock, sends what it found in batches of at most [`MAX_BATCH`] events, advances
 //! `from`, and waits for the next applied batch (`Cluster::applied_events`) or the
-//! heartbeat. It reads by index, not from a broadcast buffer, so a slow client that
+//! heartbeat (`Tuning::watch_heartbeat`). It reads by index, not from a broadcast buffer, so a slow client that
 //! lets the bounded channel fill up simply falls behind and catches up later, each
 //! event delivered exactly once and in order; if it falls behind the retained history
 //! it gets the compaction error. The task ends when the client goes away (a send fails
 //! or the channel closes) or the member shuts down.
 
 use std::collections::HashMap;
-use std::time::Duration;
 
 use constellation_proto::v1::{Event, Topic, WatchRequest, WatchResponse};
 use tokio::sync::mpsc;
@@ -25,9 +24,6 @@ use crate::{FieldViolations, Result};
 
 /// Most events in one `WatchResponse`.
 pub const MAX_BATCH: usize = 1000;
-
-/// An empty `WatchResponse` is sent after this long without events.
-pub const HEARTBEAT: Duration = Duration::from_secs(10);
 
 /// Responses buffered per watcher before the task waits for the client.
 const BUFFER: usize = 64;
@@ -69,7 +65,8 @@ type Sender = mpsc::Sender<std::result::Result<WatchResponse, Status>>;
 
 async fn run(cluster: Cluster, mut from: u64, topics: Vec<Topic>, tx: Sender) {
     let mut applied = cluster.applied_events();
-    let mut heartbeat = tokio::time::interval_at(Instant::now() + HEARTBEAT, HEARTBEAT);
+    let period = cluster.watch_heartbeat();
+    let mut heartbeat = tokio::time::interval_at(Instant::now() + period, period);
     heartbeat.set_missed_tick_behavior(MissedTickBehavior::Delay);
     let mut heartbeat_due = false;
     loop {

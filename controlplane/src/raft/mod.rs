@@ -10,6 +10,7 @@ use serde::{Deserialize, Serialize};
 
 pub mod convert;
 pub mod network;
+pub mod proposer;
 pub mod store;
 
 /// A Raft member's id (`--id`).

@@ -48,9 +48,9 @@ mod tests;
 use std::collections::{BTreeMap, BTreeSet};
 
 use constellation_proto::v1::{
-    Allocation, Command, CommandError, CommandErrorCode, CommandResult, Config, LeadershipCommand,
-    Lease, Migration, Node, SecretRecord, Service, command::Op, command_result::Outcome,
-    event::Payload,
+    Allocation, Command, CommandBatch, CommandError, CommandErrorCode, CommandResult, Config,
+    LeadershipCommand, Lease, Migration, Node, SecretRecord, Service, command::Op,
+    command_result::Outcome, event::Payload,
 };
 use pbjson_types::Timestamp;
 
@@ -192,6 +192,32 @@ impl State {
             Op::DeleteConfig(c) => self.delete_config(c),
             Op::Leadership(c) => self.set_leadership(c, now),
             Op::Restore(c) => self.restore(c),
+            Op::Batch(c) => Ok(self.apply_batch(c)),
+        }
+    }
+
+    /// Applies each command of a batch in order, as if each were its own log entry: a
+    /// refused command leaves the others unaffected. A nested batch is refused.
+    fn apply_batch(&mut self, batch: &CommandBatch) -> CommandResult {
+        let results = batch
+            .commands
+            .iter()
+            .enumerate()
+            .map(|(i, command)| match command.op {
+                Some(Op::Batch(_)) => CommandResult {
+                    outcome: Some(Outcome::Error(invalid(
+                        &format!("batch.commands[{i}]"),
+                        "batches do not nest",
+                    ))),
+                    index: self.events.index(),
+                    ..Default::default()
+                },
+                _ => self.apply(command),
+            })
+            .collect();
+        CommandResult {
+            batch: results,
+            ..done()
         }
     }
 

@@ -1,6 +1,7 @@
 //! Tests of the state machine: one file per area, shared builders here.
 
 mod allocations;
+mod batch;
 mod events;
 mod leases;
 mod nodes;
