@@ -35,18 +35,34 @@ pub async fn run(
     // What runs now goes into the first Hello.
     reconciler.observe_all().await;
 
+    let gossip = if config.gossip_enabled {
+        Some(crate::gossip::start_for_agent(&config).await?)
+    } else {
+        None
+    };
+    // The bound address (the flag may say port 0); empty when gossip is off, so the
+    // control plane never hands this node out as a seed.
+    let gossip_addr = gossip
+        .as_ref()
+        .map(|(handle, _)| handle.identity().addr.to_string())
+        .unwrap_or_default();
     let (assignments_tx, assignments_rx) = mpsc::channel(ASSIGNMENTS_BUFFER);
     let session_config = SessionConfig {
         controlplane: config.controlplane.clone(),
         node: session::node_description(
             &config.name,
             &advertise,
-            &config.gossip_listen.to_string(),
+            &gossip_addr,
             config.labels.clone(),
             &docker_version,
         ),
     };
     let mut tasks: JoinSet<crate::Result<()>> = JoinSet::new();
+    if let Some((handle, task)) = gossip {
+        tasks.spawn(task.run(shutdown.clone()));
+        let seeds = config.gossip_seeds.clone();
+        tasks.spawn(crate::gossip::follow(handle, seeds, shutdown.clone()));
+    }
     {
         let cancel = shutdown.clone();
         tasks.spawn(async move {

@@ -10,6 +10,7 @@ use std::path::PathBuf;
 
 pub const DEFAULT_CONTROLPLANE: &str = "127.0.0.1:7400";
 pub const DEFAULT_GOSSIP_PORT: u16 = 7946;
+pub const DEFAULT_GOSSIP_CLUSTER: &str = "constellation";
 pub const DEFAULT_SECRETS_DIR: &str = "/var/lib/constellation/secrets";
 
 /// Run the Constellation node agent: runs this machine's assigned containers on Docker.
@@ -33,6 +34,19 @@ pub struct Flags {
     /// UDP address of the gossip socket [default: the advertise address, port 7946].
     #[arg(long, env = "CONSTELLATION_GOSSIP_LISTEN")]
     pub gossip_listen: Option<SocketAddr>,
+    /// Gossip member (host:port of its gossip socket) to join through; repeatable. Gossip
+    /// runs only when --gossip-listen is given.
+    #[arg(
+        long = "gossip-seed",
+        env = "CONSTELLATION_GOSSIP_SEEDS",
+        value_delimiter = ','
+    )]
+    #[serde(rename = "gossip_seeds")]
+    pub gossip_seed: Option<Vec<SocketAddr>>,
+    /// Cluster id carried by every gossip datagram; other clusters' datagrams are
+    /// dropped [default: constellation].
+    #[arg(long, env = "CONSTELLATION_GOSSIP_CLUSTER")]
+    pub gossip_cluster: Option<String>,
     /// Address other nodes and clients reach this node on [default: 127.0.0.1].
     #[arg(long, env = "CONSTELLATION_ADVERTISE_ADDR")]
     pub advertise_addr: Option<IpAddr>,
@@ -53,6 +67,10 @@ pub struct Config {
     pub controlplane: Vec<String>,
     pub docker_host: Option<String>,
     pub gossip_listen: SocketAddr,
+    /// Whether gossip runs: only when the listen address was given.
+    pub gossip_enabled: bool,
+    pub gossip_seeds: Vec<SocketAddr>,
+    pub gossip_cluster: String,
     pub advertise_addr: IpAddr,
     pub labels: BTreeMap<String, String>,
     pub secrets_dir: PathBuf,
@@ -100,6 +118,11 @@ impl Flags {
             name,
             controlplane,
             docker_host: self.docker_host,
+            gossip_enabled: self.gossip_listen.is_some(),
+            gossip_seeds: self.gossip_seed.unwrap_or_default(),
+            gossip_cluster: self
+                .gossip_cluster
+                .unwrap_or_else(|| DEFAULT_GOSSIP_CLUSTER.to_owned()),
             gossip_listen: self
                 .gossip_listen
                 .unwrap_or(SocketAddr::new(advertise_addr, DEFAULT_GOSSIP_PORT)),

@@ -226,3 +226,66 @@ impl GossipHandle {
 fn stopped() -> Error {
     Error::Task("gossip: the gossip task has stopped".into())
 }
+
+/// Members the agent's gossip is tuned for until the control plane tells it the cluster
+/// size: suspicion is 0.5 s · log10(n), so this only moves it between 0.6 s and ~1.3 s.
+pub const AGENT_EXPECTED_MEMBERS: u32 = 100;
+
+/// The agent's gossip member: binds `--gossip-listen`, advertises the agent's address
+/// and labels. Run the task, then [`follow`] to join the seeds and log membership.
+pub async fn start_for_agent(config: &crate::config::Config) -> Result<(GossipHandle, GossipTask)> {
+    let socket = UdpSocket::bind(config.gossip_listen).await.map_err(|e| {
+        Error::Config(format!(
+            "gossip_listen {}: cannot bind: {e}",
+            config.gossip_listen
+        ))
+    })?;
+    let mut settings =
+        GossipConfig::lan(&config.name, &config.gossip_cluster, AGENT_EXPECTED_MEMBERS);
+    settings.advertise_ip = Some(config.advertise_addr);
+    settings.metadata = NodeMetadata {
+        labels: config.labels.clone(),
+        addresses: NodeAddresses {
+            advertise_ip: config.advertise_addr.to_string(),
+            ..Default::default()
+        },
+        ..Default::default()
+    };
+    let (handle, task) = gossip(settings, socket)?;
+    tracing::info!(gossip = %handle.identity().addr, cluster = %config.gossip_cluster, "gossip listening");
+    Ok((handle, task))
+}
+
+/// Joins `seeds`, then logs every membership change until `shutdown`. Forwarding them
+/// to the control plane is the session's job (not done yet).
+pub async fn follow(
+    handle: GossipHandle,
+    seeds: Vec<SocketAddr>,
+    shutdown: tokio_util::sync::CancellationToken,
+) -> Result<()> {
+    let mut events = handle.subscribe();
+    if !seeds.is_empty() {
+        handle.join(seeds).await?;
+    }
+    loop {
+        let event = tokio::select! {
+            _ = shutdown.cancelled() => return Ok(()),
+            event = events.recv() => event,
+        };
+        match event {
+            Ok(GossipEvent::Up(id)) => tracing::info!(member = %id, "gossip: member up"),
+            Ok(GossipEvent::Suspect(id)) => tracing::warn!(member = %id, "gossip: member suspect"),
+            Ok(GossipEvent::Down(id)) => tracing::warn!(member = %id, "gossip: member down"),
+            Ok(GossipEvent::Metadata { node, version, .. }) => {
+                tracing::debug!(%node, ?version, "gossip: metadata")
+            }
+            Ok(GossipEvent::Health { node, digest, .. }) => {
+                tracing::debug!(%node, ?digest, "gossip: health")
+            }
+            Err(channel::error::RecvError::Lagged(n)) => {
+                tracing::warn!(missed = n, "gossip: event log fell behind")
+            }
+            Err(channel::error::RecvError::Closed) => return Ok(()),
+        }
+    }
+}

@@ -11,6 +11,11 @@
 //! loop of `docker run -d` for the same N containers; time until all run, then the
 //! agent's resident memory and its CPU use over 10 idle seconds.
 //!
+//! `constellation-bench gossip [--members 200] [--duration 300s] [--trials 20]`: N gossip
+//! members in this process on loopback UDP: steady-state bytes per second per member,
+//! time from killing a member until others report it down (p50, p99), and false
+//! positives over the whole run (see `gossip.rs` for how bytes are counted).
+//!
 //! Build the binaries in release mode first; the bench starts the control plane from
 //! the same target directory as itself:
 //!
@@ -27,6 +32,7 @@ use std::time::{Duration, Instant};
 use tonic::transport::Channel;
 
 mod containers;
+mod gossip;
 
 #[derive(Parser)]
 struct Args {
@@ -51,6 +57,26 @@ enum Bench {
         #[arg(long, default_value_t = 100)]
         count: usize,
     },
+    /// Bytes per member, detection time and false positives of N gossip members.
+    Gossip {
+        #[arg(long, default_value_t = 200)]
+        members: usize,
+        /// Whole run, over which false positives are counted (300s, 5m).
+        #[arg(long, default_value = "300s", value_parser = gossip::parse_duration)]
+        duration: Duration,
+        /// Kill-and-detect trials.
+        #[arg(long, default_value_t = 20)]
+        trials: usize,
+        /// Steady-state window in which bytes are counted.
+        #[arg(long, default_value = "60s", value_parser = gossip::parse_duration)]
+        steady: Duration,
+        /// Override the probe period of `GossipConfig::lan` (e.g. 250ms).
+        #[arg(long, value_parser = gossip::parse_duration)]
+        probe_period: Option<Duration>,
+        /// Override the suspect-to-down time of `GossipConfig::lan` (e.g. 1150ms).
+        #[arg(long, value_parser = gossip::parse_duration)]
+        suspect_to_down: Option<Duration>,
+    },
 }
 
 #[tokio::main]
@@ -58,6 +84,24 @@ async fn main() -> anyhow::Result<()> {
     match Args::parse().bench {
         Bench::Raft { seconds, clients } => raft(Duration::from_secs(seconds), &clients).await,
         Bench::Containers { count } => containers::run(count).await,
+        Bench::Gossip {
+            members,
+            duration,
+            trials,
+            steady,
+            probe_period,
+            suspect_to_down,
+        } => {
+            gossip::run(gossip::Options {
+                members,
+                duration,
+                trials,
+                steady,
+                probe_period,
+                suspect_to_down,
+            })
+            .await
+        }
     }
 }
 
