@@ -57,6 +57,9 @@ pub struct Flags {
     /// (`https://ops.example.com`); none by default.
     #[arg(long, env = "CONSTELLATION_CORS_ORIGINS", value_delimiter = ',')]
     pub cors_origins: Option<Vec<String>>,
+    /// The Traefik provider (`--traefik-*` flags, a `traefik:` section in the file).
+    #[command(flatten)]
+    pub traefik: crate::traefik::Settings,
     #[command(flatten)]
     pub log: LogFlags,
 }
@@ -72,6 +75,7 @@ pub struct Config {
     pub stale_after: Duration,
     pub tokens: crate::auth::Tokens,
     pub cors_origins: Vec<String>,
+    pub traefik: crate::traefik::Settings,
 }
 
 impl constellation_proto::process::Flags for Flags {
@@ -114,6 +118,10 @@ impl Flags {
             stale_after: positive("stale_after", self.stale_after, DEFAULT_STALE_AFTER)?,
             tokens,
             cors_origins,
+            traefik: {
+                self.traefik.options()?;
+                self.traefik
+            },
         })
     }
 }

@@ -75,6 +75,7 @@ pub fn router(state: AppState) -> Router {
         DefaultPredicate::new().and(NotForContentType::const_new("application/x-ndjson")),
     );
     let mut router = crate::api::router(&state)
+        .merge(crate::traefik::routes(read_access(&state)))
         .fallback(not_found)
         .with_state(state.clone())
         .layer(axum::middleware::map_response(json_errors))
@@ -92,6 +93,14 @@ pub fn router(state: AppState) -> Router {
         .layer(TraceLayer::new_for_http())
         .layer(PropagateRequestIdLayer::new(request_id.clone()))
         .layer(SetRequestIdLayer::new(request_id, MakeRequestUuid))
+}
+
+/// The check of the Traefik routes: a read token (Traefik v3 sends it as a header).
+fn read_access(
+    state: &AppState,
+) -> impl Fn(&axum::http::HeaderMap) -> crate::Result<()> + Clone + Send + Sync + use<> {
+    let tokens = Arc::clone(&state.tokens);
+    move |headers| tokens.authorize(crate::auth::Access::Read, headers)
 }
 
 /// CORS for exactly the configured origins; none configured, no CORS headers at all.

@@ -2,7 +2,7 @@
 //! until SIGINT/SIGTERM, then drains within a bounded time.
 
 use anyhow::Context;
-use constellation_gateway::{config::Flags, http, upstream::Upstream, view::feed};
+use constellation_gateway::{config::Flags, http, traefik, upstream::Upstream, view::feed};
 use constellation_proto::process;
 use std::sync::Arc;
 use std::time::Duration;
@@ -35,6 +35,25 @@ async fn run() -> anyhow::Result<()> {
     }
 
     let mut tasks = tokio::task::JoinSet::new();
+    let traefik = traefik::Provider::new(channels.snapshots.clone(), config.traefik.options()?);
+    let (provider, stop) = (Arc::clone(&traefik), shutdown.clone());
+    tasks.spawn(async move {
+        provider.keep_rendered(stop).await;
+        Ok(())
+    });
+    if let Some(addr) = config.traefik.listen {
+        let listener = tokio::net::TcpListener::bind(addr)
+            .await
+            .with_context(|| format!("bind traefik listen {addr}"))?;
+        tracing::info!(listen = %listener.local_addr()?, "traefik provider serving");
+        let app = traefik::serve::standalone(Arc::clone(&traefik));
+        let stop = shutdown.clone();
+        tasks.spawn(async move {
+            axum::serve(listener, app)
+                .with_graceful_shutdown(stop.cancelled_owned())
+                .await
+        });
+    }
     let stop = shutdown.clone();
     tasks.spawn(async move {
         feed::run(upstream, snapshots, channels.events, stop.clone()).await;
@@ -46,9 +65,12 @@ async fn run() -> anyhow::Result<()> {
     });
     let stop = shutdown.clone();
     tasks.spawn(async move {
-        axum::serve(listener, http::router(state))
-            .with_graceful_shutdown(stop.cancelled_owned())
-            .await
+        axum::serve(
+            listener,
+            http::router(state).layer(axum::Extension(traefik)),
+        )
+        .with_graceful_shutdown(stop.cancelled_owned())
+        .await
     });
     process::run_until_shutdown(&mut tasks, &shutdown, DRAIN_GRACE)
         .await

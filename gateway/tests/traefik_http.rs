@@ -260,3 +260,41 @@ async fn a_stale_view_is_503_not_an_empty_document() {
     });
     assert_eq!(get(&router, "/traefik").await.0, StatusCode::OK);
 }
+
+#[tokio::test]
+async fn gzip_clients_get_the_precompressed_copy() {
+    use std::io::Read;
+    let (tx, provider, router) = setup();
+    let state = web_state();
+    publish(&tx, &state, 9);
+    let document = provider.document(TraefikVersion::V3).await.unwrap();
+    let start = Instant::now();
+    while document.gzip.get().is_none() {
+        assert!(start.elapsed() < Duration::from_secs(5), "never compressed");
+        tokio::time::sleep(Duration::from_millis(2)).await;
+    }
+    let request = |encoding: &str| {
+        Request::get("/traefik")
+            .header("accept-encoding", encoding)
+            .body(Body::empty())
+            .unwrap()
+    };
+    let response = router.clone().oneshot(request("gzip")).await.unwrap();
+    assert_eq!(response.headers()["content-encoding"], "gzip");
+    let bytes = axum::body::to_bytes(response.into_body(), 1 << 20)
+        .await
+        .unwrap();
+    let mut plain = Vec::new();
+    flate2::read::GzDecoder::new(&bytes[..])
+        .read_to_end(&mut plain)
+        .unwrap();
+    assert_eq!(plain, state.render(&RenderOptions::default()).json);
+
+    for refused in ["gzip;q=0", "br", "identity"] {
+        let response = router.clone().oneshot(request(refused)).await.unwrap();
+        assert!(
+            response.headers().get("content-encoding").is_none(),
+            "{refused}"
+        );
+    }
+}

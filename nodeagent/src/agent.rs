@@ -5,6 +5,7 @@ use crate::config::Config;
 use crate::reconcile::{Reconciler, StatusQueue};
 use crate::runtime::DockerRuntime;
 use crate::session::{self, SessionConfig};
+use crate::state_file::StateFile;
 use bollard::Docker;
 use std::sync::Arc;
 use std::time::Duration;
@@ -31,9 +32,13 @@ pub async fn run(
     ));
     let status = Arc::new(StatusQueue::new());
     let advertise = config.advertise_addr.to_string();
-    let mut reconciler = Reconciler::new(runtime, status.clone(), advertise.clone());
-    // What runs now goes into the first Hello.
-    reconciler.observe_all().await;
+    let state_file = StateFile::new(&config.state_dir);
+    let mut reconciler = Reconciler::new(runtime, status.clone(), advertise.clone())
+        .with_start_concurrency(config.start_concurrency)
+        .with_state_file(state_file);
+    // What runs now goes into the first Hello; with a restored assignment set, what
+    // crashed while the agent was down is restarted first.
+    reconciler.reconcile_all().await;
 
     let gossip = if config.gossip_enabled {
         Some(crate::gossip::start_for_agent(&config).await?)

@@ -12,6 +12,7 @@ pub const DEFAULT_CONTROLPLANE: &str = "127.0.0.1:7400";
 pub const DEFAULT_GOSSIP_PORT: u16 = 7946;
 pub const DEFAULT_GOSSIP_CLUSTER: &str = "constellation";
 pub const DEFAULT_SECRETS_DIR: &str = "/var/lib/constellation/secrets";
+pub const DEFAULT_STATE_DIR: &str = "/var/lib/constellation/agent";
 
 /// Run the Constellation node agent: runs this machine's assigned containers on Docker.
 #[derive(Debug, Clone, Default, clap::Parser, Serialize, Deserialize)]
@@ -57,6 +58,13 @@ pub struct Flags {
     /// Directory the secret and config files of containers are written to.
     #[arg(long, env = "CONSTELLATION_SECRETS_DIR")]
     pub secrets_dir: Option<PathBuf>,
+    /// Directory of the agent's state file (its last assignment set, so a restart
+    /// without a control plane keeps containers running) [default: /var/lib/constellation/agent].
+    #[arg(long, env = "CONSTELLATION_STATE_DIR")]
+    pub state_dir: Option<PathBuf>,
+    /// Containers prepared, created and started at once.
+    #[arg(long, env = "CONSTELLATION_START_CONCURRENCY")]
+    pub start_concurrency: Option<usize>,
     #[command(flatten)]
     pub log: LogFlags,
 }
@@ -74,6 +82,8 @@ pub struct Config {
     pub advertise_addr: IpAddr,
     pub labels: BTreeMap<String, String>,
     pub secrets_dir: PathBuf,
+    pub state_dir: PathBuf,
+    pub start_concurrency: usize,
 }
 
 impl constellation_proto::process::Flags for Flags {
@@ -104,6 +114,14 @@ impl Flags {
                 "controlplane: addresses must not be empty".into(),
             ));
         }
+        let start_concurrency = self
+            .start_concurrency
+            .unwrap_or(crate::reconcile::DEFAULT_START_CONCURRENCY);
+        if !(1..=256).contains(&start_concurrency) {
+            return Err(Error::Config(format!(
+                "start_concurrency {start_concurrency}: must be 1 to 256"
+            )));
+        }
         let advertise_addr = self.advertise_addr.unwrap_or(IpAddr::from([127, 0, 0, 1]));
         let mut labels = BTreeMap::new();
         for l in self.label.unwrap_or_default() {
@@ -131,6 +149,10 @@ impl Flags {
             secrets_dir: self
                 .secrets_dir
                 .unwrap_or_else(|| PathBuf::from(DEFAULT_SECRETS_DIR)),
+            state_dir: self
+                .state_dir
+                .unwrap_or_else(|| PathBuf::from(DEFAULT_STATE_DIR)),
+            start_concurrency,
         })
     }
 }

@@ -10,5 +10,6 @@ pub mod gossip;
 pub mod reconcile;
 pub mod runtime;
 pub mod session;
+pub mod state_file;
 
 pub use error::{Error, Result};

@@ -19,6 +19,7 @@ async fn run() -> anyhow::Result<()> {
         controlplane = ?config.controlplane,
         advertise = %config.advertise_addr,
         secrets_dir = %config.secrets_dir.display(),
+        state_dir = %config.state_dir.display(),
         "agent started"
     );
     agent::run(config, docker, version, shutdown).await?;

@@ -447,6 +447,8 @@ async fn agent_binary_registers_with_the_control_plane() {
     let mut agent = Command::new(env!("CARGO_BIN_EXE_constellation-agent"))
         .args(["--controlplane", &api, "--name", &name, "--secrets-dir"])
         .arg(secrets.path())
+        .arg("--state-dir")
+        .arg(data.path().join("agent-state"))
         .args(["--label", "zone=test", "--log-format", "json"])
         .stdout(Stdio::null())
         .stderr(Stdio::piped())

@@ -369,3 +369,64 @@ async fn an_unspecified_bind_address_needs_an_advertised_ip() {
     let (handle, _task) = gossip::gossip(config, socket).unwrap();
     assert_eq!(handle.identity().addr.ip().to_string(), "127.0.0.1");
 }
+
+/// The agent's own path: flags resolved into a config, the member started from it, the
+/// seeds joined and events followed, as `agent::run` does.
+#[tokio::test]
+async fn the_agent_joins_its_seeds_from_flags() {
+    use clap::Parser;
+    use constellation_nodeagent::config::Flags;
+    let seed = start("seed", &[]).await;
+    let config = Flags::try_parse_from([
+        "constellation-agent",
+        "--name",
+        "agent-1",
+        "--gossip-listen",
+        "127.0.0.1:0",
+        "--gossip-cluster",
+        CLUSTER,
+        "--gossip-seed",
+        &seed.addr().to_string(),
+        "--label",
+        "zone=a",
+    ])
+    .unwrap()
+    .resolve()
+    .unwrap();
+    assert!(config.gossip_enabled);
+    assert_eq!(config.gossip_seeds, vec![seed.addr()]);
+    let (handle, task) = gossip::start_for_agent(&config).await.unwrap();
+    let shutdown = CancellationToken::new();
+    let task = tokio::spawn(task.run(shutdown.clone()));
+    let follow = tokio::spawn(gossip::follow(
+        handle.clone(),
+        config.gossip_seeds.clone(),
+        shutdown.clone(),
+    ));
+    let agent = handle.identity().clone();
+    wait_until(|| async { state_of(&seed.handle, &agent).await == Some(MemberState::Alive) }).await;
+    wait_until(|| async {
+        seed.handle.members().await.unwrap().iter().any(|m| {
+            m.identity == agent
+                && m.metadata.as_ref().is_some_and(|(_, meta)| {
+                    meta.labels.get("zone").map(String::as_str) == Some("a")
+                        && meta.addresses.advertise_ip == "127.0.0.1"
+                })
+        })
+    })
+    .await;
+    // Leaving on shutdown: the seed sees the agent down without waiting for suspicion.
+    shutdown.cancel();
+    task.await.unwrap().unwrap();
+    follow.await.unwrap().unwrap();
+    wait_until(|| async { state_of(&seed.handle, &agent).await == Some(MemberState::Down) }).await;
+
+    let without = Flags::try_parse_from(["constellation-agent", "--name", "n"])
+        .unwrap()
+        .resolve()
+        .unwrap();
+    assert!(
+        !without.gossip_enabled,
+        "gossip runs only with --gossip-listen"
+    );
+}

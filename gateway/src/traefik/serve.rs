@@ -20,7 +20,7 @@ use axum::response::{IntoResponse, Response};
 use axum::routing::get;
 use serde::{Deserialize, Serialize};
 use std::net::SocketAddr;
-use std::sync::{Arc, RwLock};
+use std::sync::{Arc, OnceLock, RwLock};
 use std::time::{Duration, Instant};
 use tokio::sync::watch;
 use tokio_util::sync::CancellationToken;
@@ -42,13 +42,15 @@ pub struct Settings {
     /// Domain of the default rule: `Host(`<service>.<domain>`)` instead of `Host(`<service>`)`.
     #[arg(long = "traefik-domain", env = "CONSTELLATION_TRAEFIK_DOMAIN")]
     pub domain: Option<String>,
-    /// Route services that carry no `traefik.enable` label (Traefik's exposedByDefault).
+    /// Route services that carry no `traefik.enable` label (Traefik's exposedByDefault)
+    /// [default: false].
     #[arg(
         long = "traefik-exposed-by-default",
-        env = "CONSTELLATION_TRAEFIK_EXPOSED_BY_DEFAULT"
+        env = "CONSTELLATION_TRAEFIK_EXPOSED_BY_DEFAULT",
+        num_args = 0..=1,
+        default_missing_value = "true"
     )]
-    #[serde(default)]
-    pub exposed_by_default: bool,
+    pub exposed_by_default: Option<bool>,
 }
 
 impl Settings {
@@ -72,7 +74,7 @@ impl Settings {
         }
         Ok(RenderOptions {
             version: self.version.unwrap_or_default(),
-            exposed_by_default: self.exposed_by_default,
+            exposed_by_default: self.exposed_by_default.unwrap_or(false),
             default_domain: self.domain.clone(),
         })
     }
@@ -88,6 +90,24 @@ pub struct Document {
     pub errors: Vec<RenderError>,
     /// How long the render took.
     pub took: Duration,
+    /// `json` gzip-compressed, filled shortly after the render (Traefik's Go client
+    /// asks for gzip; compressing a large document per request would cost every poll).
+    pub gzip: OnceLock<Bytes>,
+}
+
+impl Document {
+    fn compress(&self) {
+        use std::io::Write;
+        let mut encoder = flate2::write::GzEncoder::new(
+            Vec::with_capacity(self.json.len() / 4),
+            flate2::Compression::fast(),
+        );
+        let compressed = encoder
+            .write_all(&self.json)
+            .and_then(|()| encoder.finish())
+            .expect("gzip into memory");
+        let _ = self.gzip.set(Bytes::from(compressed));
+    }
 }
 
 /// The cache of one version: the latest document, and a lock held while rendering so
@@ -181,6 +201,7 @@ impl Provider {
                 tree: document,
                 errors,
                 took: start.elapsed(),
+                gzip: OnceLock::new(),
             }
         })
         .await
@@ -188,6 +209,9 @@ impl Provider {
         log_render(version, &document);
         let document = Arc::new(document);
         *slot.latest.write().expect("cache lock") = Some(Arc::clone(&document));
+        // Served uncompressed until the compressed copy is ready.
+        let compressing = Arc::clone(&document);
+        tokio::task::spawn_blocking(move || compressing.compress());
         Ok(document)
     }
 
@@ -299,6 +323,19 @@ where
     ))
 }
 
+/// The Traefik routes alone, open to every client, for the separate Traefik listener
+/// (`--traefik-listen`): with a request timeout and tracing like the main listener.
+pub fn standalone(provider: Arc<Provider>) -> Router {
+    routes(|_: &HeaderMap| Ok(()))
+        .fallback(|| async { Error::NotFound("route".into()) })
+        .layer(Extension(provider))
+        .layer(tower_http::timeout::TimeoutLayer::with_status_code(
+            axum::http::StatusCode::REQUEST_TIMEOUT,
+            crate::http::REQUEST_TIMEOUT,
+        ))
+        .layer(tower_http::trace::TraceLayer::new_for_http())
+}
+
 /// The paths [`routes`] serves, for route tables and documentation.
 pub const PATHS: [&str; 10] = [
     "/traefik",
@@ -327,6 +364,44 @@ fn json(body: Bytes) -> Response {
         .into_response()
 }
 
+/// Whether the client takes gzip (`Accept-Encoding: gzip`, not with `q=0`).
+fn accepts_gzip(headers: &HeaderMap) -> bool {
+    headers
+        .get_all(header::ACCEPT_ENCODING)
+        .iter()
+        .filter_map(|v| v.to_str().ok())
+        .flat_map(|v| v.split(','))
+        .any(|item| {
+            let mut parts = item.split(';').map(str::trim);
+            let gzip = parts.next().is_some_and(|e| e.eq_ignore_ascii_case("gzip"));
+            let refused = parts.any(|p| {
+                p.strip_prefix("q=")
+                    .and_then(|q| q.trim().parse::<f32>().ok())
+                    .is_some_and(|q| q <= 0.0)
+            });
+            gzip && !refused
+        })
+}
+
+/// The whole document, compressed when the client takes gzip and the compressed copy
+/// is ready.
+fn document_response(document: &Document, headers: &HeaderMap) -> Response {
+    let mut response = match document.gzip.get() {
+        Some(gzip) if accepts_gzip(headers) => {
+            let mut response = json(gzip.clone());
+            response
+                .headers_mut()
+                .insert(header::CONTENT_ENCODING, HeaderValue::from_static("gzip"));
+            response
+        }
+        _ => json(document.json.clone()),
+    };
+    response
+        .headers_mut()
+        .insert(header::VARY, HeaderValue::from_static("accept-encoding"));
+    response
+}
+
 fn provider(extension: Option<Extension<Arc<Provider>>>) -> Result<Arc<Provider>> {
     extension
         .map(|Extension(p)| p)
@@ -336,11 +411,12 @@ fn provider(extension: Option<Extension<Arc<Provider>>>) -> Result<Arc<Provider>
 async fn whole(
     extension: Option<Extension<Arc<Provider>>>,
     RawQuery(query): RawQuery,
+    headers: HeaderMap,
 ) -> Result<Response> {
     let provider = provider(extension)?;
     let version = requested_version(query.as_deref(), provider.default_version())?;
     let document = provider.document(version).await?;
-    Ok(json(document.json.clone()))
+    Ok(document_response(&document, &headers))
 }
 
 async fn section(

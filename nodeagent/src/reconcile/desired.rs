@@ -20,12 +20,42 @@ pub struct DesiredSet {
     /// must not remove anything.
     version: Option<u64>,
     assignments: BTreeMap<String, Assignment>,
+    /// Restored from the agent's state file and not yet confirmed by a FULL from the
+    /// control plane: run what it lists, but remove nothing.
+    restored: bool,
 }
 
 impl DesiredSet {
-    /// True once a FULL has been applied.
+    /// True once a FULL has been applied (or a saved set restored).
     pub fn is_known(&self) -> bool {
         self.version.is_some()
+    }
+
+    /// True when the set comes from the control plane in this run: containers it
+    /// does not list may be removed.
+    pub fn is_authoritative(&self) -> bool {
+        self.version.is_some() && !self.restored
+    }
+
+    /// The whole set as one FULL message (what the state file holds).
+    pub fn to_full(&self) -> Assignments {
+        Assignments {
+            kind: AssignmentsKind::Full as i32,
+            version: self.version(),
+            upserts: self.assignments.values().cloned().collect(),
+            removals: Vec::new(),
+        }
+    }
+
+    /// Starts from a set saved by an earlier run (see [`Self::to_full`]); ignored once
+    /// a FULL has been applied.
+    pub fn restore(&mut self, saved: Assignments) -> Applied {
+        if self.version.is_some() || saved.kind() != AssignmentsKind::Full {
+            return Applied::Ignored("not a FULL, or the set is known already".into());
+        }
+        let applied = self.apply(saved);
+        self.restored = true;
+        applied
     }
 
     /// Version of the last message applied; 0 when none.
@@ -68,6 +98,7 @@ impl DesiredSet {
                     self.assignments.remove(id);
                 }
                 self.version = Some(msg.version);
+                self.restored = false;
                 Applied::Changed(changed)
             }
             AssignmentsKind::Delta => {
@@ -77,6 +108,12 @@ impl DesiredSet {
                         msg.version
                     ));
                 };
+                if self.restored {
+                    return Applied::Ignored(format!(
+                        "DELTA version {} on a restored set",
+                        msg.version
+                    ));
+                }
                 if msg.version != last.wrapping_add(1) {
                     return Applied::Ignored(format!(
                         "DELTA version {} does not follow version {last}",
@@ -164,6 +201,27 @@ mod tests {
         );
         assert_eq!(d.ids().cloned().collect::<Vec<_>>(), ["c", "d"]);
         assert_eq!(d.version(), 1);
+    }
+
+    #[test]
+    fn a_restored_set_runs_but_only_a_full_makes_it_authoritative() {
+        use AssignmentsKind::{Delta, Full};
+        let mut before = DesiredSet::default();
+        before.apply(msg(Full, 3, &[("a", "1"), ("b", "1")], &[]));
+        let saved = before.to_full();
+        let mut d = DesiredSet::default();
+        assert_eq!(d.restore(saved.clone()), Applied::Changed(set(&["a", "b"])));
+        assert!(d.is_known() && !d.is_authoritative());
+        assert_eq!(d.version(), 3);
+        // A DELTA of the new session cannot apply on top of an old set.
+        assert!(matches!(
+            d.apply(msg(Delta, 4, &[], &["a"])),
+            Applied::Ignored(_)
+        ));
+        d.apply(msg(Full, 1, &[("b", "1")], &[]));
+        assert!(d.is_authoritative());
+        assert!(matches!(d.restore(saved), Applied::Ignored(_)));
+        assert_eq!(d.ids().cloned().collect::<Vec<_>>(), ["b"]);
     }
 
     #[test]

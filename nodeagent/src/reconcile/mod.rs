@@ -29,11 +29,12 @@ use crate::runtime::{
     ContainerId, ContainerRuntime, LABEL_SPEC_HASH, Observed, OwnedContainer, fallback_assignment,
     fallback_label, name_endpoints,
 };
+use crate::state_file::StateFile;
 use constellation_proto::v1::{
     AllocationReport, AllocationState, AllocationStatus, Assignment, Assignments, AssignmentsKind,
     HealthState, RestartCondition,
 };
-use futures::StreamExt;
+use futures::{FutureExt, StreamExt};
 use std::collections::{BTreeMap, BTreeSet, HashMap};
 use std::sync::Arc;
 use std::time::{Duration, Instant, SystemTime};
@@ -44,8 +45,14 @@ use tokio_util::sync::CancellationToken;
 pub const RESYNC_PERIOD: Duration = Duration::from_secs(60);
 /// Stop grace when the spec gives none (or is unknown).
 pub const DEFAULT_STOP_GRACE: Duration = Duration::from_secs(10);
-/// Wait before re-subscribing to the runtime's events after they fail.
-const EVENTS_RETRY: Duration = Duration::from_secs(1);
+/// First wait before pinging the engine again after its events failed.
+pub const ENGINE_RETRY_INITIAL: Duration = Duration::from_millis(500);
+/// Cap of that wait.
+pub const ENGINE_RETRY_MAX: Duration = Duration::from_secs(10);
+/// Containers prepared, created and started at once, by default.
+pub const DEFAULT_START_CONCURRENCY: usize = 8;
+/// Most assignments messages (or container events) handled in one pass.
+const MAX_BATCH: usize = 1024;
 
 /// What the reconciler remembers about one allocation between passes.
 #[derive(Debug, Clone)]
@@ -106,6 +113,47 @@ pub struct Reconciler<R> {
     allocs: HashMap<String, AllocState>,
     /// Replaces 0.0.0.0 / :: / empty host addresses in endpoints.
     advertise_ip: String,
+    /// Where the desired set is saved on every change, if anywhere.
+    state_file: Option<StateFile>,
+    start_concurrency: usize,
+}
+
+/// Why starting a new container failed, and the container if one was created.
+#[derive(Debug)]
+struct Failure {
+    container: Option<ContainerId>,
+    message: String,
+}
+
+/// Prepares, creates, starts and inspects a container for `a`.
+async fn start_one<R: ContainerRuntime>(runtime: &R, a: &Assignment) -> Result<Observed, Failure> {
+    let fail = |container: Option<&ContainerId>, message: String| Failure {
+        container: container.cloned(),
+        message,
+    };
+    let prepared = runtime
+        .prepare(a)
+        .await
+        .map_err(|e| fail(None, format!("prepare: {e}")))?;
+    let cid = runtime
+        .create(a, &prepared)
+        .await
+        .map_err(|e| fail(None, format!("create: {e}")))?;
+    runtime
+        .start(&cid)
+        .await
+        .map_err(|e| fail(Some(&cid), format!("start: {e}")))?;
+    runtime
+        .inspect(&cid)
+        .await
+        .map_err(|e| fail(Some(&cid), format!("inspect: {e}")))
+}
+
+fn allocation_id(a: &Assignment) -> Option<String> {
+    a.allocation
+        .as_ref()
+        .map(|al| al.id.clone())
+        .filter(|id| !id.is_empty())
 }
 
 impl<R: ContainerRuntime + 'static> Reconciler<R> {
@@ -116,7 +164,37 @@ impl<R: ContainerRuntime + 'static> Reconciler<R> {
             desired: DesiredSet::default(),
             allocs: HashMap::new(),
             advertise_ip: advertise_ip.into(),
+            state_file: None,
+            start_concurrency: DEFAULT_START_CONCURRENCY,
         }
+    }
+
+    /// Containers prepared, created and started at once (at least 1).
+    pub fn with_start_concurrency(mut self, n: usize) -> Self {
+        self.start_concurrency = n.max(1);
+        self
+    }
+
+    /// Saves the desired set to `file` on every change, and starts from the set it
+    /// holds: those allocations are run (and restarted) before the control plane is
+    /// reached, but nothing is removed until a FULL from the control plane arrives.
+    pub fn with_state_file(mut self, file: StateFile) -> Self {
+        match file.load() {
+            Ok(Some(saved)) => {
+                if let Applied::Changed(ids) = self.desired.restore(saved) {
+                    tracing::info!(
+                        allocations = ids.len(), file = %file.path().display(),
+                        "reconcile: restored the last assignment set"
+                    );
+                }
+            }
+            Ok(None) => {}
+            Err(e) => {
+                tracing::warn!(error = %e, "reconcile: the saved assignment set is unreadable; ignored")
+            }
+        }
+        self.state_file = Some(file);
+        self
     }
 
     pub fn desired(&self) -> &DesiredSet {
@@ -134,6 +212,11 @@ impl<R: ContainerRuntime + 'static> Reconciler<R> {
         match &applied {
             Applied::Changed(ids) => {
                 self.status.set_applied_version(self.desired.version());
+                if let Some(f) = &self.state_file
+                    && let Err(e) = f.save(&self.desired.to_full())
+                {
+                    tracing::warn!(error = %e, file = %f.path().display(), "reconcile: saving the assignment set failed");
+                }
                 tracing::debug!(
                     version = self.desired.version(),
                     changed = ids.len(),
@@ -151,15 +234,25 @@ impl<R: ContainerRuntime + 'static> Reconciler<R> {
     /// Applies an assignments message and reconciles what it changed (everything for a
     /// FULL).
     pub async fn handle(&mut self, msg: Assignments) {
-        let full = msg.kind() == AssignmentsKind::Full;
-        if let Applied::Changed(ids) = self.apply(msg) {
-            if full {
-                self.reconcile_all().await;
-            } else {
-                for id in ids {
-                    self.reconcile_allocation(&id).await;
-                }
+        self.handle_batch(vec![msg]).await;
+    }
+
+    /// Applies assignments messages in order and reconciles what they changed in one
+    /// pass (everything when one of them is a FULL).
+    pub async fn handle_batch(&mut self, msgs: Vec<Assignments>) {
+        let mut full = false;
+        let mut changed = BTreeSet::new();
+        for msg in msgs {
+            let is_full = msg.kind() == AssignmentsKind::Full;
+            if let Applied::Changed(ids) = self.apply(msg) {
+                full |= is_full;
+                changed.extend(ids);
             }
+        }
+        if full {
+            self.reconcile_all().await;
+        } else if !changed.is_empty() {
+            self.reconcile_ids(changed).await;
         }
     }
 
@@ -182,20 +275,21 @@ impl<R: ContainerRuntime + 'static> Reconciler<R> {
         }
     }
 
-    /// One pass over every desired allocation and every owned container.
-    pub async fn reconcile_all(&mut self) {
+    /// One pass over every desired allocation and every owned container. Returns
+    /// false when the runtime could not be listed.
+    pub async fn reconcile_all(&mut self) -> bool {
         if !self.desired.is_known() {
             self.observe_all().await;
-            return;
+            return true;
         }
         let owned = match self.runtime.list_owned().await {
             Ok(o) => o,
             Err(e) => {
                 tracing::warn!(error = %e, "reconcile: listing containers failed");
-                return;
+                return false;
             }
         };
-        let mut groups = group(owned);
+        let groups = group(owned);
         let ids: BTreeSet<String> = self
             .desired
             .ids()
@@ -203,14 +297,17 @@ impl<R: ContainerRuntime + 'static> Reconciler<R> {
             .chain(groups.keys().cloned())
             .chain(self.allocs.keys().cloned())
             .collect();
-        for id in ids {
-            let containers = groups.remove(&id).unwrap_or_default();
-            self.reconcile_with(&id, containers).await;
-        }
+        self.reconcile_groups(ids, groups).await;
+        true
     }
 
     /// Reconciles one allocation.
     pub async fn reconcile_allocation(&mut self, id: &str) {
+        self.reconcile_ids(BTreeSet::from([id.to_owned()])).await;
+    }
+
+    /// Reconciles the given allocations after one listing of the containers.
+    pub async fn reconcile_ids(&mut self, ids: BTreeSet<String>) {
         let owned = match self.runtime.list_owned().await {
             Ok(o) => o,
             Err(e) => {
@@ -218,17 +315,106 @@ impl<R: ContainerRuntime + 'static> Reconciler<R> {
                 return;
             }
         };
-        let containers: Vec<OwnedContainer> = owned
+        let groups: BTreeMap<String, Vec<OwnedContainer>> = group(owned)
             .into_iter()
-            .filter(|c| c.allocation_id == id)
+            .filter(|(id, _)| ids.contains(id))
             .collect();
         if !self.desired.is_known() {
-            for c in &containers {
+            for c in groups.values().flatten() {
                 self.observe(c).await;
             }
             return;
         }
-        self.reconcile_with(id, containers).await;
+        self.reconcile_groups(ids, groups).await;
+    }
+
+    /// Reconciles `ids`: the allocations that only need a new container first, up to
+    /// `start_concurrency` of them at once, then the others one by one.
+    async fn reconcile_groups(
+        &mut self,
+        ids: BTreeSet<String>,
+        mut groups: BTreeMap<String, Vec<OwnedContainer>>,
+    ) {
+        let now = Instant::now();
+        let mut fresh = Vec::new();
+        for id in &ids {
+            if groups.get(id).is_some_and(|g| !g.is_empty()) {
+                continue;
+            }
+            let Some(a) = self.desired.get(id).cloned() else {
+                continue;
+            };
+            self.ensure_state(id, &a);
+            let s = &self.allocs[id];
+            if s.fallback.mode() == Mode::Primary && s.next_restart_at.is_none_or(|t| t <= now) {
+                fresh.push(a);
+            }
+        }
+        if fresh.len() > 1 {
+            self.start_new(fresh.clone()).await;
+        } else {
+            fresh.clear();
+        }
+        let started: BTreeSet<String> = fresh.iter().filter_map(allocation_id).collect();
+        for id in ids {
+            if started.contains(&id) {
+                continue;
+            }
+            let containers = groups.remove(&id).unwrap_or_default();
+            self.reconcile_with(&id, containers).await;
+        }
+    }
+
+    /// Prepares, creates and starts a container for each assignment, at most
+    /// `start_concurrency` at once, and records the outcomes.
+    async fn start_new(&mut self, assignments: Vec<Assignment>) {
+        for a in &assignments {
+            if let Some(id) = allocation_id(a) {
+                self.allocs
+                    .get_mut(&id)
+                    .expect("state exists")
+                    .next_restart_at = None;
+                self.push(&id, a, AllocationState::Preparing, None, String::new());
+            }
+        }
+        tracing::debug!(
+            count = assignments.len(),
+            concurrency = self.start_concurrency,
+            "reconcile: starting containers"
+        );
+        let runtime = self.runtime.clone();
+        let outcomes: Vec<(Assignment, Result<Observed, Failure>)> =
+            futures::stream::iter(assignments.into_iter().map(|a| {
+                let runtime = runtime.clone();
+                async move {
+                    let outcome = start_one(&*runtime, &a).await;
+                    (a, outcome)
+                }
+            }))
+            .buffer_unordered(self.start_concurrency)
+            .collect()
+            .await;
+        for (a, outcome) in outcomes {
+            let Some(id) = allocation_id(&a) else {
+                continue;
+            };
+            match outcome {
+                Ok(obs) => {
+                    tracing::info!(allocation = %id, container = %obs.container_id, "reconcile: container started");
+                    if let Some(s) = self.allocs.get_mut(&id) {
+                        s.backoff.started(Instant::now());
+                    }
+                    let state = if obs.running {
+                        AllocationState::Running
+                    } else {
+                        AllocationState::Starting
+                    };
+                    let report = self.report(&id, &a, &obs, state, String::new());
+                    self.status.push(report);
+                }
+                Err(f) => self.failed(&id, &a, f.container.as_ref(), f.message),
+            }
+        }
     }
 
     /// The earliest pending restart or retry.
@@ -239,19 +425,20 @@ impl<R: ContainerRuntime + 'static> Reconciler<R> {
     /// Reconciles the allocations whose restart or retry is due.
     pub async fn reconcile_due(&mut self) {
         let now = Instant::now();
-        let due: Vec<String> = self
+        let due: BTreeSet<String> = self
             .allocs
             .iter()
             .filter(|(_, s)| s.wake_at().is_some_and(|t| t <= now))
             .map(|(id, _)| id.clone())
             .collect();
-        for id in due {
-            self.reconcile_allocation(&id).await;
+        if !due.is_empty() {
+            self.reconcile_ids(due).await;
         }
     }
 
     /// Runs until `cancel`: assignments from `assignments`, the runtime's events, the
-    /// periodic resync and pending restarts each trigger a reconcile.
+    /// periodic resync and pending restarts each trigger a reconcile. Messages and
+    /// events that queued up meanwhile are handled together, in one pass.
     pub async fn run(
         mut self,
         mut assignments: mpsc::Receiver<Assignments>,
@@ -272,42 +459,81 @@ impl<R: ContainerRuntime + 'static> Reconciler<R> {
             tokio::select! {
                 () = cancel.cancelled() => return,
                 msg = assignments.recv(), if assignments_open => match msg {
-                    Some(msg) => self.handle(msg).await,
+                    Some(msg) => {
+                        let mut batch = vec![msg];
+                        while batch.len() < MAX_BATCH
+                            && let Ok(m) = assignments.try_recv()
+                        {
+                            batch.push(m);
+                        }
+                        self.handle_batch(batch).await;
+                    }
                     None => assignments_open = false,
                 },
-                event = events.next() => match event {
-                    Some(Ok(e)) => {
-                        if !e.allocation_id.is_empty() {
-                            tracing::debug!(allocation = %e.allocation_id, kind = ?e.kind, "reconcile: container event");
-                            self.reconcile_allocation(&e.allocation_id).await;
+                event = events.next() => {
+                    let mut ids = BTreeSet::new();
+                    let mut failed = None;
+                    let mut next = Some(event);
+                    while let Some(event) = next.take() {
+                        match event {
+                            Some(Ok(e)) => {
+                                if !e.allocation_id.is_empty() {
+                                    tracing::debug!(allocation = %e.allocation_id, kind = ?e.kind, "reconcile: container event");
+                                    ids.insert(e.allocation_id);
+                                }
+                            }
+                            Some(Err(e)) => failed = Some(e.to_string()),
+                            None => failed = Some("the stream ended".into()),
+                        }
+                        if failed.is_none() && ids.len() < MAX_BATCH {
+                            next = events.next().now_or_never();
                         }
                     }
-                    other => {
-                        if let Some(Err(e)) = other {
-                            tracing::warn!(error = %e, "reconcile: docker events failed; resubscribing");
-                        } else {
-                            tracing::warn!("reconcile: docker events ended; resubscribing");
-                        }
-                        tokio::select! {
-                            () = cancel.cancelled() => return,
-                            () = tokio::time::sleep(EVENTS_RETRY) => {}
+                    if !ids.is_empty() {
+                        self.reconcile_ids(ids).await;
+                    }
+                    if let Some(why) = failed {
+                        tracing::warn!(reason = %why, "reconcile: docker events failed; waiting for the engine");
+                        if !self.wait_for_engine(&cancel).await {
+                            return;
                         }
                         events = self.runtime.events();
                         self.reconcile_all().await;
                     }
                 },
-                _ = resync.tick() => self.reconcile_all().await,
+                _ = resync.tick() => {
+                    self.reconcile_all().await;
+                }
                 () = due => self.reconcile_due().await,
             }
         }
     }
 
-    async fn reconcile_with(&mut self, id: &str, containers: Vec<OwnedContainer>) {
-        let now = Instant::now();
-        let Some(a) = self.desired.get(id).cloned() else {
-            self.remove_allocation(id, containers).await;
-            return;
-        };
+    /// Pings the engine with growing delays ([`ENGINE_RETRY_INITIAL`] doubling to
+    /// [`ENGINE_RETRY_MAX`]) until it answers; false when cancelled first.
+    async fn wait_for_engine(&self, cancel: &CancellationToken) -> bool {
+        let mut delay = ENGINE_RETRY_INITIAL;
+        loop {
+            tokio::select! {
+                () = cancel.cancelled() => return false,
+                () = tokio::time::sleep(delay) => {}
+            }
+            match self.runtime.ping().await {
+                Ok(()) => {
+                    tracing::info!("reconcile: docker engine reachable; resynchronising");
+                    return true;
+                }
+                Err(e) => {
+                    tracing::warn!(error = %e, retry_in = ?delay, "reconcile: docker engine unreachable");
+                    delay = (delay * 2).min(ENGINE_RETRY_MAX);
+                }
+            }
+        }
+    }
+
+    /// Creates the allocation's state on first sight and refreshes its policies from
+    /// the spec. Returns true when it was created.
+    fn ensure_state(&mut self, id: &str, a: &Assignment) -> bool {
         let spec = a.spec.clone().unwrap_or_default();
         let policy = BackoffPolicy::from_spec(spec.restart.as_ref());
         let fallback_policy = FallbackPolicy::from_spec(&spec);
@@ -327,6 +553,26 @@ impl<R: ContainerRuntime + 'static> Reconciler<R> {
         state.fallback_backoff.set_policy(policy);
         state.fallback.set_policy(fallback_policy);
         state.stop_grace = grace;
+        fresh
+    }
+
+    async fn reconcile_with(&mut self, id: &str, containers: Vec<OwnedContainer>) {
+        let now = Instant::now();
+        let Some(a) = self.desired.get(id).cloned() else {
+            if self.desired.is_authoritative() {
+                self.remove_allocation(id, containers).await;
+            } else {
+                // A restored set may be older than these containers: leave them be
+                // until the control plane says.
+                for c in &containers {
+                    self.observe(c).await;
+                }
+            }
+            return;
+        };
+        let spec = a.spec.clone().unwrap_or_default();
+        let fresh = self.ensure_state(id, &a);
+        let grace = self.allocs[id].stop_grace;
 
         // Keep one primary of the current spec hash (a running one if any) and one
         // container per fallback of the spec; stop and remove the rest.

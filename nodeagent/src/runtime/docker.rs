@@ -717,6 +717,11 @@ impl ContainerRuntime for DockerRuntime {
             .boxed()
     }
 
+    async fn ping(&self) -> Result<()> {
+        self.docker.ping().await?;
+        Ok(())
+    }
+
     async fn release_files(&self, allocation_id: &str) -> Result<()> {
         if !plain_file_name(allocation_id) {
             return Ok(());

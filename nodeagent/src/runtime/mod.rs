@@ -204,6 +204,8 @@ pub trait ContainerRuntime: Send + Sync {
     /// Docker's event stream for our containers. It ends (or yields an error) when the
     /// connection drops; reconnecting is the caller's business.
     fn events(&self) -> BoxStream<'static, Result<RuntimeEvent>>;
+    /// Succeeds when the engine answers.
+    fn ping(&self) -> impl Future<Output = Result<()>> + Send;
     /// Deletes the secret and config files written for an allocation.
     fn release_files(&self, allocation_id: &str) -> impl Future<Output = Result<()>> + Send;
 }
