@@ -251,6 +251,48 @@ async fn oversize_request_is_refused() {
 }
 
 #[tokio::test]
+async fn concurrent_writes_share_log_entries() {
+    let TestMember {
+        client, cluster, ..
+    } = start().await;
+    let last_log = || {
+        cluster
+            .raft()
+            .metrics()
+            .borrow()
+            .last_log_index
+            .unwrap_or(0)
+    };
+    let before = last_log();
+    let writes: Vec<_> = (0..200)
+        .map(|i| {
+            let mut client = client.clone();
+            tokio::spawn(async move {
+                let name = format!("svc-{i}");
+                let applied = client.apply_service(apply(spec(&name))).await.unwrap();
+                (name, applied.into_inner())
+            })
+        })
+        .collect();
+    let mut indexes = Vec::new();
+    for write in writes {
+        let (name, applied) = write.await.unwrap();
+        // Each command got its own result, about its own service.
+        assert_eq!(applied.service.unwrap().spec.unwrap().name, name);
+        indexes.push(applied.index);
+    }
+    indexes.sort();
+    indexes.dedup();
+    assert_eq!(indexes.len(), 200, "every write has its own event index");
+    assert_eq!(list(&mut client.clone()).await.services.len(), 200);
+    let entries = last_log() - before;
+    assert!(
+        entries < 200,
+        "200 concurrent writes took {entries} log entries"
+    );
+}
+
+#[tokio::test]
 async fn leases_fence_their_holders() {
     let TestMember { mut client, .. } = start().await;
     let acquire = |holder: &str| pb::AcquireLeaseRequest {
