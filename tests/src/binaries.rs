@@ -242,33 +242,63 @@ impl ControlPlane {
 pub struct Agent {
     pub name: String,
     pub process: Process,
+    /// The arguments it was started with, for [`Agent::restart`].
+    args: Vec<String>,
 }
 
 impl Agent {
     /// Starts `constellation-agent` named `name` against `controlplane` (an API
-    /// address), with its secrets under `secrets_dir`, on the default Docker engine.
+    /// address), with its secrets under `secrets_dir` and its state file in the
+    /// directory next to it (`agent-state`), on the default Docker engine.
     pub async fn start(name: &str, controlplane: &str, secrets_dir: &Path) -> anyhow::Result<Self> {
-        let args: Vec<String> = [
+        Self::start_with(name, controlplane, secrets_dir, &[]).await
+    }
+
+    /// [`Agent::start`] with extra arguments (e.g. `--docker-host`).
+    pub async fn start_with(
+        name: &str,
+        controlplane: &str,
+        secrets_dir: &Path,
+        extra: &[String],
+    ) -> anyhow::Result<Self> {
+        let state_dir = secrets_dir.with_file_name("agent-state");
+        let mut args: Vec<String> = [
             "--name",
             name,
             "--controlplane",
             controlplane,
             "--secrets-dir",
             &secrets_dir.display().to_string(),
+            "--state-dir",
+            &state_dir.display().to_string(),
             "--gossip-listen",
             "127.0.0.1:0",
         ]
         .iter()
         .map(|s| s.to_string())
         .collect();
-        let bin = binary("constellation-agent")?;
-        let mut process = Process::spawn(name, &bin, &args)?;
-        process
-            .wait_for_log("agent started", Duration::from_secs(30))
-            .await?;
+        args.extend(extra.iter().cloned());
+        let process = Self::spawn(name, &args).await?;
         Ok(Self {
             name: name.to_owned(),
             process,
+            args,
         })
+    }
+
+    async fn spawn(name: &str, args: &[String]) -> anyhow::Result<Process> {
+        let bin = binary("constellation-agent")?;
+        let mut process = Process::spawn(name, &bin, args)?;
+        process
+            .wait_for_log("agent started", Duration::from_secs(30))
+            .await?;
+        Ok(process)
+    }
+
+    /// Stops the agent (SIGTERM) and starts it again with the same arguments.
+    pub async fn restart(&mut self) -> anyhow::Result<()> {
+        self.process.terminate(Duration::from_secs(20)).await?;
+        self.process = Self::spawn(&self.name, &self.args).await?;
+        Ok(())
     }
 }

@@ -8,7 +8,7 @@ use constellation_proto::v1 as pb;
 use constellation_proto::v1::control_plane_client::ControlPlaneClient;
 use constellation_tests::binaries::{Agent, ControlPlane};
 use constellation_tests::docker::{self, Docker};
-use futures::StreamExt;
+use futures::{FutureExt, StreamExt};
 use std::collections::{BTreeMap, HashMap};
 use std::time::{Duration, Instant};
 use tokio::io::{AsyncReadExt, AsyncWriteExt};
@@ -423,4 +423,277 @@ async fn crashing_primary_backs_off_then_fallback_runs_until_primary_is_fixed() 
         })
         .await
         .unwrap();
+}
+
+/// Whether a container runs, and when it last started (Docker's clock).
+async fn run_state(d: &Docker, id: &str) -> (bool, String) {
+    let c = d.inspect_container(id, None).await.unwrap();
+    let s = c.state.unwrap_or_default();
+    (s.running.unwrap_or(false), s.started_at.unwrap_or_default())
+}
+
+/// Kills the container's process (as a crash would) and waits until it runs again,
+/// started anew, within `timeout`.
+async fn crash_and_wait_restarted(d: &Docker, id: &str, timeout: Duration) {
+    let (_, before) = run_state(d, id).await;
+    let opts = bollard::query_parameters::KillContainerOptionsBuilder::new()
+        .signal("KILL")
+        .build();
+    d.kill_container(id, Some(opts)).await.unwrap();
+    let start = Instant::now();
+    loop {
+        let (running, started) = run_state(d, id).await;
+        if running && started != before {
+            return;
+        }
+        assert!(
+            start.elapsed() < timeout,
+            "container {id} not restarted within {timeout:?}"
+        );
+        tokio::time::sleep(Duration::from_millis(200)).await;
+    }
+}
+
+async fn delete_and_wait_gone(addr: &str, d: &Docker, service: &str) {
+    client(addr)
+        .delete_service(pb::DeleteServiceRequest {
+            name: service.to_owned(),
+        })
+        .await
+        .unwrap();
+    let start = Instant::now();
+    while !containers_of(d, service).await.is_empty() {
+        assert!(
+            start.elapsed() < Duration::from_secs(30),
+            "containers of {service} left"
+        );
+        tokio::time::sleep(Duration::from_millis(200)).await;
+    }
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn without_the_control_plane_containers_keep_running_and_are_restarted_locally() {
+    let Some(d) = docker::connect_or_skip("static_stability").await.unwrap() else {
+        return;
+    };
+    let dir = tempfile::tempdir().unwrap();
+    let mut cp = ControlPlane::bootstrap(1, &dir.path().join("cp1"))
+        .await
+        .unwrap();
+    let node = docker::unique_name("node");
+    let mut agent = Agent::start(&node, &cp.api_addr, &dir.path().join("secrets"))
+        .await
+        .unwrap();
+    let service = docker::unique_name("steady");
+    let _cleanup = Cleanup(vec![service.clone()]);
+    apply(&cp.api_addr, web(&service)).await;
+    wait_allocations(
+        &cp.api_addr,
+        &service,
+        Duration::from_secs(60),
+        "healthy",
+        running_healthy,
+    )
+    .await;
+    let ids: Vec<String> = containers_of(&d, &service).await.into_keys().collect();
+    assert_eq!(ids.len(), 1);
+    let id = ids[0].clone();
+
+    // The control plane goes away (killed, as a crash would).
+    cp.crash().await.unwrap();
+    tokio::time::sleep(Duration::from_secs(2)).await;
+    assert!(
+        run_state(&d, &id).await.0,
+        "stopped without a control plane"
+    );
+    // A crash is restarted by the agent alone.
+    crash_and_wait_restarted(&d, &id, Duration::from_secs(20)).await;
+
+    // The agent itself restarts while the control plane is still down: it keeps the
+    // container (from its saved assignment set) and still restarts it after a crash.
+    agent.restart().await.unwrap();
+    tokio::time::sleep(Duration::from_secs(1)).await;
+    let now: Vec<String> = containers_of(&d, &service).await.into_keys().collect();
+    assert_eq!(now, std::slice::from_ref(&id));
+    assert!(run_state(&d, &id).await.0);
+    crash_and_wait_restarted(&d, &id, Duration::from_secs(20)).await;
+
+    // The control plane comes back on its data: the agent reconnects and the
+    // allocation converges to running and healthy, on the same container, with the
+    // local restarts counted.
+    cp.restart().await.unwrap();
+    let allocs = wait_allocations(
+        &cp.api_addr,
+        &service,
+        Duration::from_secs(60),
+        "converged after the control plane restart",
+        |a| running_healthy(a) && status(a).container_id == id && status(a).restart_count >= 1,
+    )
+    .await;
+    assert_eq!(allocs.len(), 1);
+    assert_eq!(allocs[0].node_name, node);
+    assert_eq!(
+        containers_of(&d, &service)
+            .await
+            .into_keys()
+            .collect::<Vec<_>>(),
+        [id]
+    );
+    delete_and_wait_gone(&cp.api_addr, &d, &service).await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_restarted_agent_adopts_its_containers_without_recreating_any() {
+    let Some(d) = docker::connect_or_skip("agent_restart").await.unwrap() else {
+        return;
+    };
+    let dir = tempfile::tempdir().unwrap();
+    let cp = ControlPlane::bootstrap(1, &dir.path().join("cp1"))
+        .await
+        .unwrap();
+    let node = docker::unique_name("node");
+    let mut agent = Agent::start(&node, &cp.api_addr, &dir.path().join("secrets"))
+        .await
+        .unwrap();
+    let service = docker::unique_name("adopt");
+    let _cleanup = Cleanup(vec![service.clone()]);
+    let mut spec = web(&service);
+    spec.replicas = Some(2);
+    apply(&cp.api_addr, spec).await;
+    let allocs = wait_allocations(
+        &cp.api_addr,
+        &service,
+        Duration::from_secs(60),
+        "healthy",
+        running_healthy,
+    )
+    .await;
+    assert_eq!(allocs.len(), 2);
+    let before = containers_of(&d, &service).await;
+    assert_eq!(before.len(), 2);
+
+    // Every create, destroy, start and die of the service's containers from now on.
+    let filters = HashMap::from([
+        ("type", vec!["container".to_string()]),
+        ("label", vec![format!("constellation.service={service}")]),
+    ]);
+    let opts = EventsOptionsBuilder::new().filters(&filters).build();
+    let mut events = d.events(Some(opts));
+
+    agent.restart().await.unwrap();
+    agent
+        .process
+        .wait_for_log("session accepted", Duration::from_secs(30))
+        .await
+        .unwrap();
+    // The new session's FULL has been reconciled once the reports flow again.
+    wait_allocations(
+        &cp.api_addr,
+        &service,
+        Duration::from_secs(30),
+        "healthy after the agent restart",
+        |a| running_healthy(a) && before.contains_key(&status(a).container_id),
+    )
+    .await;
+    tokio::time::sleep(Duration::from_secs(2)).await;
+
+    let after = containers_of(&d, &service).await;
+    assert_eq!(after, before, "containers changed across the agent restart");
+    let mut seen = Vec::new();
+    while let Some(Some(Ok(e))) = events.next().now_or_never() {
+        seen.push(e.action.unwrap_or_default());
+    }
+    let changes: Vec<&String> = seen
+        .iter()
+        .filter(|a| !a.starts_with("exec_") && !a.starts_with("health_status"))
+        .collect();
+    assert!(
+        changes.is_empty(),
+        "container events across the restart: {changes:?}"
+    );
+    delete_and_wait_gone(&cp.api_addr, &d, &service).await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_missing_image_is_a_clear_failure_and_a_bad_port_is_refused() {
+    let Some(d) = docker::connect_or_skip("missing_image").await.unwrap() else {
+        return;
+    };
+    let dir = tempfile::tempdir().unwrap();
+    let cp = ControlPlane::bootstrap(1, &dir.path().join("cp1"))
+        .await
+        .unwrap();
+    let node = docker::unique_name("node");
+    let mut agent = Agent::start(&node, &cp.api_addr, &dir.path().join("secrets"))
+        .await
+        .unwrap();
+    let service = docker::unique_name("ghost");
+    let _cleanup = Cleanup(vec![service.clone()]);
+    let image = format!("constellation-test/{service}:none");
+    let mut spec = web(&service);
+    spec.image = image.clone();
+    spec.restart = Some(pb::RestartPolicy {
+        initial_delay: dur(1000),
+        ..Default::default()
+    });
+    apply(&cp.api_addr, spec).await;
+    // The control plane replaces a FAILED allocation (its reschedule policy), so look
+    // for any allocation of the service that failed.
+    let start = Instant::now();
+    let failed = loop {
+        let allocs = client(&cp.api_addr)
+            .list_allocations(pb::ListAllocationsRequest {
+                service_name: service.clone(),
+                include_terminal: true,
+                ..Default::default()
+            })
+            .await
+            .unwrap()
+            .into_inner()
+            .allocations;
+        if let Some(a) = allocs
+            .iter()
+            .find(|a| status(a).state() == pb::AllocationState::Failed)
+        {
+            break status(a);
+        }
+        assert!(
+            start.elapsed() < Duration::from_secs(60),
+            "no FAILED allocation: {allocs:#?}"
+        );
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    };
+    assert!(
+        failed.message.contains(&image) && failed.message.contains("not found locally"),
+        "unclear message: {:?}",
+        failed.message
+    );
+    assert!(failed.container_id.is_empty());
+    // The agent keeps running and reporting, and creates nothing.
+    tokio::time::sleep(Duration::from_secs(3)).await;
+    agent
+        .process
+        .wait_for_log("reconcile: allocation failed", Duration::from_secs(10))
+        .await
+        .unwrap();
+    assert!(containers_of(&d, &service).await.is_empty());
+
+    // A port outside 1..=65535 never reaches an agent.
+    let mut bad = web(&docker::unique_name("badport"));
+    bad.ports[0].container_port = 70000;
+    let err = client(&cp.api_addr)
+        .apply_service(pb::ApplyServiceRequest {
+            spec: Some(bad),
+            ..Default::default()
+        })
+        .await
+        .unwrap_err();
+    assert_eq!(err.code(), tonic::Code::InvalidArgument);
+    assert!(
+        err.message().contains("ports[0].container_port"),
+        "{}",
+        err.message()
+    );
+
+    delete_and_wait_gone(&cp.api_addr, &d, &service).await;
 }
