@@ -5,7 +5,7 @@
 
 mod traefik_support;
 
-use constellation_gateway::traefik::{RenderOptions, TraefikVersion};
+use constellation_gateway::traefik::{RenderOptions, Renderer, TraefikVersion};
 use constellation_proto::v1 as pb;
 use proptest::prelude::*;
 use std::collections::BTreeSet;
@@ -274,6 +274,93 @@ proptest! {
         }
         if let Some(validator) = schema(version) {
             prop_assert_eq!(schema_errors(validator, &doc), Vec::<String>::new(), "{:#}", doc);
+        }
+    }
+}
+
+/// One change to the cluster between two renders.
+#[derive(Debug, Clone)]
+enum Change {
+    Health(usize, pb::HealthState),
+    Node(usize, (pb::NodeStatus, pb::NodeAvailability)),
+    Labels(usize, Vec<(String, String)>),
+    Port(usize, u32),
+    Remove(usize),
+}
+
+fn change() -> impl Strategy<Value = Change> {
+    prop_oneof![
+        (
+            0usize..16,
+            prop_oneof![
+                Just(pb::HealthState::Healthy),
+                Just(pb::HealthState::Unhealthy)
+            ]
+        )
+            .prop_map(|(a, h)| Change::Health(a, h)),
+        (0..NODES.len(), node_state()).prop_map(|(n, s)| Change::Node(n, s)),
+        (0usize..5, labels()).prop_map(|(s, l)| Change::Labels(s, l)),
+        (0usize..16, 30000u32..30010).prop_map(|(a, p)| Change::Port(a, p)),
+        (0usize..5).prop_map(Change::Remove),
+    ]
+}
+
+fn apply(state: &mut State, change: &Change) {
+    match change {
+        Change::Health(i, health) => {
+            if let Some(a) = state.allocations.values_mut().nth(*i) {
+                set_health(a, *health);
+            }
+        }
+        Change::Node(i, (status, availability)) => {
+            let node = state.nodes.get_mut(NODES[*i]).unwrap();
+            node.status = *status as i32;
+            node.availability = *availability as i32;
+        }
+        Change::Labels(i, labels) => {
+            if let Some(service) = state.services.values_mut().nth(*i) {
+                service.spec.as_mut().unwrap().labels = labels.iter().cloned().collect();
+            }
+        }
+        Change::Port(i, port) => {
+            if let Some(a) = state.allocations.values_mut().nth(*i)
+                && let Some(e) = a.status.as_mut().unwrap().endpoints.first_mut()
+            {
+                e.host_port = *port;
+            }
+        }
+        Change::Remove(i) => {
+            if let Some(name) = state.services.keys().nth(*i).cloned() {
+                state.services.remove(&name);
+            }
+        }
+    }
+}
+
+proptest! {
+    #![proptest_config(ProptestConfig::with_cases(128))]
+
+    /// The renderer that keeps each service's part between renders says exactly what a
+    /// fresh render of the same state says, after any sequence of changes.
+    #[test]
+    fn the_incremental_renderer_matches_a_fresh_render(
+        services in prop::collection::vec(labels(), 1..5),
+        nodes in prop::collection::vec(node_state(), NODES.len()),
+        allocs in prop::collection::vec(alloc(), 0..16),
+        changes in prop::collection::vec(change(), 1..12),
+        v2 in any::<bool>(),
+    ) {
+        let (mut state, _) = build(&services, &nodes, &allocs);
+        let version = if v2 { TraefikVersion::V2 } else { TraefikVersion::V3 };
+        let opts = RenderOptions { version, ..RenderOptions::default() };
+        let mut renderer = Renderer::new(opts.clone());
+        for change in &changes {
+            let kept = renderer.render(&state.services, &state.nodes, &state.allocations);
+            let fresh = state.render(&opts);
+            prop_assert_eq!(&kept.json, &fresh.json);
+            prop_assert_eq!(&kept.errors, &fresh.errors);
+            prop_assert_eq!(&kept.parts, &fresh.parts);
+            apply(&mut state, change);
         }
     }
 }

@@ -10,7 +10,7 @@ pub mod labels;
 pub mod render;
 pub mod serve;
 
-pub use render::{Protocol, RenderError, RenderOptions, Rendered, render};
+pub use render::{Protocol, RenderError, RenderOptions, Rendered, Renderer, render};
 pub use serve::{Provider, Settings, routes};
 
 /// The Traefik major version the document targets: v3 fields break a v2.11 Traefik.

@@ -37,7 +37,9 @@
 use super::TraefikVersion;
 use super::labels::{self, LabelConfig, Section, Value};
 use constellation_proto::v1 as pb;
+use std::borrow::Cow;
 use std::collections::{BTreeMap, BTreeSet, HashMap};
+use std::ops::Range;
 
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct RenderOptions {
@@ -76,8 +78,8 @@ impl std::fmt::Display for RenderError {
 pub struct Rendered {
     /// The whole document.
     pub json: Vec<u8>,
-    /// The same document as a tree, for the per-section routes.
-    pub document: Value,
+    /// Where each non-empty map (`http`/`routers`, ...) lies in `json`.
+    pub parts: Vec<(Protocol, &'static str, Range<usize>)>,
     pub errors: Vec<RenderError>,
 }
 
@@ -115,20 +117,18 @@ impl Rendered {
     /// when the document has none. For the predecessor's read-only routes: these are
     /// maps to look at, not documents for Traefik.
     pub fn part(&self, protocol: Protocol, part: &str) -> Vec<u8> {
-        self::part(&self.document, protocol, part)
+        match self.part_range(protocol, part) {
+            Some(range) => self.json[range].to_vec(),
+            None => b"{}".to_vec(),
+        }
     }
-}
 
-/// One map of a rendered `document`; see [`Rendered::part`].
-pub fn part(document: &Value, protocol: Protocol, part: &str) -> Vec<u8> {
-    let value = document
-        .as_obj()
-        .and_then(|root| root.get(protocol.key()))
-        .and_then(Value::as_obj)
-        .and_then(|section| section.get(part));
-    match value {
-        Some(v) => serde_json::to_vec(v).expect("a tree serialises"),
-        None => b"{}".to_vec(),
+    /// Where the map `protocol`/`part` lies in [`Rendered::json`], when it is there.
+    pub fn part_range(&self, protocol: Protocol, part: &str) -> Option<Range<usize>> {
+        self.parts
+            .iter()
+            .find(|(p, name, _)| *p == protocol && *name == part)
+            .map(|(_, _, range)| range.clone())
     }
 }
 
@@ -139,72 +139,366 @@ pub fn render(
     allocations: &BTreeMap<String, pb::Allocation>,
     opts: &RenderOptions,
 ) -> Rendered {
-    let backends = routable_backends(nodes, allocations);
-    let mut errors = Vec::new();
-    let mut merged: [Merge; 3] = Default::default();
-    for (name, service) in services {
-        let Some(spec) = service.spec.as_ref() else {
-            continue;
-        };
-        if !opts.exposed_by_default && !labels::has_traefik_labels(&spec.labels) {
-            continue;
+    Renderer::new(opts.clone()).render(services, nodes, allocations)
+}
+
+/// [`render`] with a memory: each service's part of the document is kept with the
+/// inputs it was built from (labels, ports, the endpoints and node addresses of its
+/// routable allocations) and rebuilt only when they change, so one health change
+/// costs one service's rebuild plus the assembly. The output is byte-identical to
+/// [`render`]'s for the same state (both assemble the same parts the same way).
+#[derive(Debug, Default)]
+pub struct Renderer {
+    options: RenderOptions,
+    memo: HashMap<String, Memo>,
+}
+
+#[derive(Debug)]
+struct Memo {
+    labels: BTreeMap<String, String>,
+    ports: Vec<pb::PortSpec>,
+    backends: Vec<BackendKey>,
+    part: Option<Part>,
+}
+
+/// What the servers of a service are made of, per routable allocation.
+#[derive(Debug, PartialEq, Eq)]
+struct BackendKey {
+    endpoints: Vec<pb::Endpoint>,
+    advertise_ip: String,
+}
+
+impl BackendKey {
+    fn of(backend: &Backend) -> Self {
+        Self {
+            endpoints: backend
+                .allocation
+                .status
+                .as_ref()
+                .map(|s| s.endpoints.clone())
+                .unwrap_or_default(),
+            advertise_ip: advertise_ip(backend.node).to_owned(),
         }
-        let config = match labels::parse(&spec.labels, opts.version) {
-            Ok(config) => config,
-            Err(label_errors) => {
-                errors.extend(label_errors.into_iter().map(|e| RenderError {
-                    service: name.clone(),
-                    message: e.to_string(),
-                }));
-                continue;
-            }
-        };
-        if !config.enable.unwrap_or(opts.exposed_by_default) {
-            continue;
-        }
-        let Some(backends) = backends.get(name.as_str()) else {
-            continue;
-        };
-        let mut problems = Vec::new();
-        match build_service(name, spec, config, backends, opts, &mut problems) {
-            Ok(sections) => {
-                for (merge, section) in merged.iter_mut().zip(sections) {
-                    merge.add(name, section);
-                }
-            }
-            Err(message) => problems.push(message),
-        }
-        errors.extend(problems.into_iter().map(|message| RenderError {
-            service: name.clone(),
-            message,
-        }));
     }
 
-    let mut root = BTreeMap::new();
-    for (protocol, merge) in Protocol::ALL.into_iter().zip(merged) {
-        let (section, conflicts) = merge.finish(protocol);
-        errors.extend(conflicts);
-        let mut out = BTreeMap::new();
-        for (key, map) in [
-            ("routers", section.routers),
-            ("services", section.services),
-            ("middlewares", section.middlewares),
-        ] {
-            if !map.is_empty() {
-                out.insert(key.to_owned(), Value::Obj(map));
+    fn matches(&self, backend: &Backend) -> bool {
+        let endpoints = backend
+            .allocation
+            .status
+            .as_ref()
+            .map(|s| s.endpoints.as_slice())
+            .unwrap_or_default();
+        self.endpoints == endpoints && self.advertise_ip == advertise_ip(backend.node)
+    }
+}
+
+fn advertise_ip(node: &pb::Node) -> &str {
+    node.description
+        .as_ref()
+        .and_then(|d| d.addresses.as_ref())
+        .map(|a| a.advertise_ip.as_str())
+        .unwrap_or("")
+}
+
+impl Renderer {
+    pub fn new(options: RenderOptions) -> Self {
+        Self {
+            options,
+            memo: HashMap::new(),
+        }
+    }
+
+    pub fn options(&self) -> &RenderOptions {
+        &self.options
+    }
+
+    pub fn render(
+        &mut self,
+        services: &BTreeMap<String, pb::Service>,
+        nodes: &BTreeMap<String, pb::Node>,
+        allocations: &BTreeMap<String, pb::Allocation>,
+    ) -> Rendered {
+        let backends = routable_backends(nodes, allocations);
+        self.memo.retain(|name, _| services.contains_key(name));
+        let none: Vec<Backend> = Vec::new();
+        for (name, service) in services {
+            let Some(spec) = service.spec.as_ref() else {
+                self.memo.remove(name);
+                continue;
+            };
+            let backends = backends.get(name.as_str()).unwrap_or(&none);
+            if let Some(memo) = self.memo.get(name)
+                && memo.labels == spec.labels
+                && memo.ports == spec.ports
+                && memo.backends.len() == backends.len()
+                && memo
+                    .backends
+                    .iter()
+                    .zip(backends)
+                    .all(|(k, b)| k.matches(b))
+            {
+                continue;
+            }
+            let part = service_part(name, spec, backends, &self.options);
+            self.memo.insert(
+                name.clone(),
+                Memo {
+                    labels: spec.labels.clone(),
+                    ports: spec.ports.clone(),
+                    backends: backends.iter().map(BackendKey::of).collect(),
+                    part,
+                },
+            );
+        }
+        let parts = services
+            .keys()
+            .filter_map(|name| Some((name.as_str(), self.memo.get(name)?.part.as_ref()?)));
+        assemble(parts)
+    }
+}
+
+/// One service's part of the document: its routers, services and middlewares, each
+/// already serialised, and the errors its labels caused.
+#[derive(Debug, Default)]
+struct Part {
+    entries: Vec<Fragment>,
+    errors: Vec<String>,
+}
+
+#[derive(Debug)]
+struct Fragment {
+    protocol: Protocol,
+    kind: Kind,
+    name: String,
+    value: Value,
+    json: Vec<u8>,
+}
+
+/// The maps of a protocol section, in the document's (sorted) key order.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord)]
+enum Kind {
+    Middlewares,
+    Routers,
+    Services,
+}
+
+impl Kind {
+    const ALL: [Kind; 3] = [Kind::Middlewares, Kind::Routers, Kind::Services];
+
+    fn key(self) -> &'static str {
+        match self {
+            Kind::Middlewares => "middlewares",
+            Kind::Routers => "routers",
+            Kind::Services => "services",
+        }
+    }
+
+    fn singular(self) -> &'static str {
+        match self {
+            Kind::Middlewares => "middleware",
+            Kind::Routers => "router",
+            Kind::Services => "service",
+        }
+    }
+}
+
+/// The part of service `name`, or `None` when it takes no part.
+fn service_part(
+    name: &str,
+    spec: &pb::ServiceSpec,
+    backends: &[Backend],
+    opts: &RenderOptions,
+) -> Option<Part> {
+    if !opts.exposed_by_default && !labels::has_traefik_labels(&spec.labels) {
+        return None;
+    }
+    let config = match labels::parse(&spec.labels, opts.version) {
+        Ok(config) => config,
+        Err(errors) => {
+            return Some(Part {
+                entries: Vec::new(),
+                errors: errors.iter().map(ToString::to_string).collect(),
+            });
+        }
+    };
+    if !config.enable.unwrap_or(opts.exposed_by_default) || backends.is_empty() {
+        return None;
+    }
+    let mut errors = Vec::new();
+    let mut entries = Vec::new();
+    match build_service(name, spec, config, backends, opts, &mut errors) {
+        Ok(sections) => {
+            for (protocol, section) in Protocol::ALL.into_iter().zip(sections) {
+                for (kind, map) in [
+                    (Kind::Routers, section.routers),
+                    (Kind::Services, section.services),
+                    (Kind::Middlewares, section.middlewares),
+                ] {
+                    for (name, mut value) in map {
+                        if value.prune() {
+                            continue;
+                        }
+                        let json = serde_json::to_vec(&value).expect("a tree serialises");
+                        entries.push(Fragment {
+                            protocol,
+                            kind,
+                            name,
+                            value,
+                            json,
+                        });
+                    }
+                }
             }
         }
-        if !out.is_empty() {
-            root.insert(protocol.key().to_owned(), Value::Obj(out));
+        Err(message) => errors.push(message),
+    }
+    Some(Part { entries, errors })
+}
+
+/// Every definition of each name of one map, with the service it came from.
+type Definitions<'a> = BTreeMap<&'a str, Vec<(&'a str, &'a Fragment)>>;
+
+/// A name kept in the document, its serialised definition, and (routers) its service.
+type Resolved<'a> = (&'a str, Cow<'a, [u8]>, Option<&'a str>);
+
+/// Merges the parts of every service (in service-name order) into the document.
+fn assemble<'a>(parts: impl Iterator<Item = (&'a str, &'a Part)>) -> Rendered {
+    let mut errors = Vec::new();
+    let mut maps: BTreeMap<(Protocol, Kind), Definitions> = BTreeMap::new();
+    for (owner, part) in parts {
+        errors.extend(part.errors.iter().map(|message| RenderError {
+            service: owner.to_owned(),
+            message: message.clone(),
+        }));
+        for fragment in &part.entries {
+            maps.entry((fragment.protocol, fragment.kind))
+                .or_default()
+                .entry(fragment.name.as_str())
+                .or_default()
+                .push((owner, fragment));
         }
     }
-    let document = Value::Obj(root);
-    let json = serde_json::to_vec(&document).expect("a tree serialises");
+
+    // One definition per name: shared identical ones once, load balancers identical
+    // apart from their servers merged, anything else a conflict.
+    let mut resolved: BTreeMap<(Protocol, Kind), Vec<Resolved>> = BTreeMap::new();
+    for ((protocol, kind), names) in &maps {
+        let out = resolved.entry((*protocol, *kind)).or_default();
+        for (name, definitions) in names {
+            let (_, first) = definitions[0];
+            let json = if definitions.iter().all(|(_, f)| f.json == first.json) {
+                Some(Cow::Borrowed(first.json.as_slice()))
+            } else if *kind == Kind::Services
+                && definitions
+                    .iter()
+                    .all(|(_, f)| without_servers(&f.value) == without_servers(&first.value))
+            {
+                let mut merged = first.value.clone();
+                for (_, f) in &definitions[1..] {
+                    merge_servers(&mut merged, f.value.clone());
+                }
+                Some(Cow::Owned(
+                    serde_json::to_vec(&merged).expect("a tree serialises"),
+                ))
+            } else {
+                None
+            };
+            match json {
+                Some(json) => {
+                    let service = match kind {
+                        Kind::Routers => first
+                            .value
+                            .as_obj()
+                            .and_then(|r| r.get("service"))
+                            .and_then(Value::as_str),
+                        _ => None,
+                    };
+                    out.push((name, json, service));
+                }
+                None => {
+                    let mut owners: Vec<&str> = definitions.iter().map(|(o, _)| *o).collect();
+                    owners.dedup();
+                    errors.push(RenderError {
+                        service: owners.join(","),
+                        message: format!(
+                            "{} {} {name:?} is defined differently by services {}; left out",
+                            protocol.key(),
+                            kind.singular(),
+                            owners.join(", ")
+                        ),
+                    });
+                }
+            }
+        }
+    }
+    // Routers left pointing at a service that is not in the document go too.
+    for protocol in Protocol::ALL {
+        let services: BTreeSet<&str> = resolved
+            .get(&(protocol, Kind::Services))
+            .map(|s| s.iter().map(|(name, _, _)| *name).collect())
+            .unwrap_or_default();
+        if let Some(routers) = resolved.get_mut(&(protocol, Kind::Routers)) {
+            routers.retain(|(_, _, service)| {
+                service.is_some_and(|s| s.contains('@') || services.contains(s))
+            });
+        }
+    }
+
+    let size: usize = resolved
+        .values()
+        .flatten()
+        .map(|(name, json, _)| name.len() + json.len() + 4)
+        .sum();
+    let mut json = Vec::with_capacity(size + 128);
+    let mut ranges = Vec::new();
+    json.push(b'{');
+    let mut first_protocol = true;
+    for protocol in Protocol::ALL {
+        let kinds: Vec<(Kind, &Vec<Resolved>)> = Kind::ALL
+            .into_iter()
+            .filter_map(|k| Some((k, resolved.get(&(protocol, k))?)))
+            .filter(|(_, entries)| !entries.is_empty())
+            .collect();
+        if kinds.is_empty() {
+            continue;
+        }
+        if !first_protocol {
+            json.push(b',');
+        }
+        first_protocol = false;
+        write_key(&mut json, protocol.key());
+        json.push(b'{');
+        for (i, (kind, entries)) in kinds.into_iter().enumerate() {
+            if i > 0 {
+                json.push(b',');
+            }
+            write_key(&mut json, kind.key());
+            let start = json.len();
+            json.push(b'{');
+            for (j, (name, fragment, _)) in entries.iter().enumerate() {
+                if j > 0 {
+                    json.push(b',');
+                }
+                write_key(&mut json, name);
+                json.extend_from_slice(fragment);
+            }
+            json.push(b'}');
+            ranges.push((protocol, kind.key(), start..json.len()));
+        }
+        json.push(b'}');
+    }
+    json.push(b'}');
     Rendered {
         json,
-        document,
+        parts: ranges,
         errors,
     }
+}
+
+/// `"key":`, with the key escaped as JSON.
+fn write_key(out: &mut Vec<u8>, key: &str) {
+    serde_json::to_writer(&mut *out, key).expect("a string serialises");
+    out.push(b':');
 }
 
 /// An allocation that may receive traffic, with the node it runs on.
@@ -528,104 +822,6 @@ fn check_middlewares(middlewares: &mut BTreeMap<String, Value>) -> Result<(), St
         }
     }
     Ok(())
-}
-
-/// Routers, services or middlewares of one kind gathered from every service, by name.
-#[derive(Default)]
-struct Merge {
-    routers: BTreeMap<String, Entry>,
-    services: BTreeMap<String, Entry>,
-    middlewares: BTreeMap<String, Entry>,
-}
-
-struct Entry {
-    value: Value,
-    owners: Vec<String>,
-    conflict: bool,
-}
-
-impl Merge {
-    fn add(&mut self, owner: &str, mut section: Section) {
-        for value in section
-            .routers
-            .values_mut()
-            .chain(section.services.values_mut())
-            .chain(section.middlewares.values_mut())
-        {
-            value.prune();
-        }
-        for (map, items, servers) in [
-            (&mut self.routers, section.routers, false),
-            (&mut self.middlewares, section.middlewares, false),
-            (&mut self.services, section.services, true),
-        ] {
-            for (name, value) in items {
-                match map.get_mut(&name) {
-                    None => {
-                        map.insert(
-                            name,
-                            Entry {
-                                value,
-                                owners: vec![owner.to_owned()],
-                                conflict: false,
-                            },
-                        );
-                    }
-                    Some(entry) => {
-                        entry.owners.push(owner.to_owned());
-                        if servers && without_servers(&entry.value) == without_servers(&value) {
-                            merge_servers(&mut entry.value, value);
-                        } else if entry.value != value {
-                            entry.conflict = true;
-                        }
-                    }
-                }
-            }
-        }
-    }
-
-    /// The merged section, without conflicting entries and routers left pointing at
-    /// a service that is not in the document; and one error per conflict.
-    fn finish(self, protocol: Protocol) -> (Section, Vec<RenderError>) {
-        let mut errors = Vec::new();
-        let mut keep = |kind: &str, map: BTreeMap<String, Entry>| -> BTreeMap<String, Value> {
-            map.into_iter()
-                .filter_map(|(name, entry)| {
-                    if entry.conflict {
-                        errors.push(RenderError {
-                            service: entry.owners.join(","),
-                            message: format!(
-                                "{} {kind} {name:?} is defined differently by services {}; left out",
-                                protocol.key(),
-                                entry.owners.join(", ")
-                            ),
-                        });
-                        None
-                    } else {
-                        Some((name, entry.value))
-                    }
-                })
-                .collect()
-        };
-        let services = keep("service", self.services);
-        let middlewares = keep("middleware", self.middlewares);
-        let mut routers = keep("router", self.routers);
-        routers.retain(|_, router| {
-            router
-                .as_obj()
-                .and_then(|r| r.get("service"))
-                .and_then(Value::as_str)
-                .is_some_and(|s| s.contains('@') || services.contains_key(s))
-        });
-        (
-            Section {
-                routers,
-                services,
-                middlewares,
-            },
-            errors,
-        )
-    }
 }
 
 fn without_servers(service: &Value) -> Value {

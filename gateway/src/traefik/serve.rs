@@ -7,8 +7,8 @@
 //! concurrent requests wait for that same render. A view that is not fresh is
 //! answered 503 (never an empty document), so Traefik keeps its last good one.
 
-use super::labels::Value;
-use super::{Protocol, RenderError, RenderOptions, Rendered, TraefikVersion, render};
+use super::render::Renderer;
+use super::{Protocol, RenderError, RenderOptions, Rendered, TraefikVersion};
 use crate::view::Snapshot;
 use crate::{Error, Result};
 use axum::Extension;
@@ -20,6 +20,7 @@ use axum::response::{IntoResponse, Response};
 use axum::routing::get;
 use serde::{Deserialize, Serialize};
 use std::net::SocketAddr;
+use std::ops::Range;
 use std::sync::{Arc, OnceLock, RwLock};
 use std::time::{Duration, Instant};
 use tokio::sync::watch;
@@ -85,8 +86,8 @@ impl Settings {
 pub struct Document {
     pub index: u64,
     pub json: Bytes,
-    /// The same document as a tree, for the per-section routes.
-    pub tree: Value,
+    /// Where each map (`http`/`routers`, ...) lies in `json`.
+    pub parts: Vec<(Protocol, &'static str, Range<usize>)>,
     pub errors: Vec<RenderError>,
     /// How long the render took.
     pub took: Duration,
@@ -110,12 +111,23 @@ impl Document {
     }
 }
 
-/// The cache of one version: the latest document, and a lock held while rendering so
-/// that concurrent requests render once.
-#[derive(Debug, Default)]
+/// The cache of one version: the latest document, a lock held while rendering so
+/// that concurrent requests render once, and the renderer with its memory.
+#[derive(Debug)]
 struct Slot {
     latest: RwLock<Option<Arc<Document>>>,
     rendering: tokio::sync::Mutex<()>,
+    renderer: Arc<std::sync::Mutex<Renderer>>,
+}
+
+impl Slot {
+    fn new(options: RenderOptions) -> Self {
+        Self {
+            latest: RwLock::new(None),
+            rendering: tokio::sync::Mutex::new(()),
+            renderer: Arc::new(std::sync::Mutex::new(Renderer::new(options))),
+        }
+    }
 }
 
 /// The Traefik provider: the view it renders from, its options, and the cache.
@@ -129,11 +141,15 @@ pub struct Provider {
 
 impl Provider {
     pub fn new(snapshots: watch::Receiver<Snapshot>, options: RenderOptions) -> Arc<Self> {
+        let with = |version| RenderOptions {
+            version,
+            ..options.clone()
+        };
         Arc::new(Self {
             snapshots,
+            v2: Slot::new(with(TraefikVersion::V2)),
+            v3: Slot::new(with(TraefikVersion::V3)),
             options,
-            v2: Slot::default(),
-            v3: Slot::default(),
         })
     }
 
@@ -184,21 +200,22 @@ impl Provider {
             return Ok(document);
         }
         let view = Arc::clone(&snapshot.view);
-        let options = RenderOptions {
-            version,
-            ..self.options.clone()
-        };
+        let renderer = Arc::clone(&slot.renderer);
         let document = tokio::task::spawn_blocking(move || {
             let start = Instant::now();
             let Rendered {
                 json,
-                document,
+                parts,
                 errors,
-            } = render(view.services(), view.nodes(), view.allocations(), &options);
+            } = renderer.lock().expect("renderer lock").render(
+                view.services(),
+                view.nodes(),
+                view.allocations(),
+            );
             Document {
                 index: view.index(),
                 json: Bytes::from(json),
-                tree: document,
+                parts,
                 errors,
                 took: start.elapsed(),
                 gzip: OnceLock::new(),
@@ -428,9 +445,11 @@ async fn section(
     let provider = provider(extension)?;
     let version = requested_version(query.as_deref(), provider.default_version())?;
     let document = provider.document(version).await?;
-    Ok(json(Bytes::from(super::render::part(
-        &document.tree,
-        protocol,
-        part,
-    ))))
+    let body = document
+        .parts
+        .iter()
+        .find(|(p, name, _)| *p == protocol && *name == part)
+        .map(|(_, _, range)| document.json.slice(range.clone()))
+        .unwrap_or_else(|| Bytes::from_static(b"{}"));
+    Ok(json(body))
 }
