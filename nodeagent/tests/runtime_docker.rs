@@ -616,7 +616,34 @@ async fn oom_kill_is_observed_and_names_are_unique() {
             }
         }
     });
-    tokio::time::sleep(Duration::from_millis(300)).await;
+    // The event stream is live once it reports a marker container's start (a fixed
+    // sleep here was too short on a busy machine, and the test missed the events).
+    let marker = assignment(
+        &unique("rt-oom-marker"),
+        ServiceSpec {
+            image: IMAGE.into(),
+            command: vec!["true".into()],
+            ..Default::default()
+        },
+    );
+    let marker_prepared = rt.prepare(&marker).await.expect("prepare marker");
+    let marker_id = rt
+        .create(&marker, &marker_prepared)
+        .await
+        .expect("create marker");
+    cleanup.containers.push(marker_id.0.clone());
+    let deadline = Instant::now() + Duration::from_secs(30);
+    'live: loop {
+        rt.start(&marker_id).await.expect("start marker");
+        let left = deadline.saturating_duration_since(Instant::now());
+        assert!(!left.is_zero(), "the event stream reported nothing");
+        let wait = left.min(Duration::from_secs(2));
+        while let Ok(Some(e)) = tokio::time::timeout(wait, rx.recv()).await {
+            if e.is_ok_and(|e| e.container_id == marker_id) {
+                break 'live;
+            }
+        }
+    }
 
     let prepared = rt.prepare(&a).await.expect("prepare");
     let id = rt.create(&a, &prepared).await.expect("create");
