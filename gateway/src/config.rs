@@ -24,7 +24,8 @@ pub struct Flags {
     #[arg(long, env = "CONSTELLATION_CONTROLPLANE", value_delimiter = ',')]
     pub controlplane: Option<Vec<String>>,
     /// HTTP listen address [default: 127.0.0.1:8080].
-    #[arg(long, env = "CONSTELLATION_LISTEN")]
+    // An explicit id: flattened sections (`--traefik-listen`) have `listen` fields too.
+    #[arg(long = "listen", id = "main_listen", env = "CONSTELLATION_LISTEN")]
     pub listen: Option<SocketAddr>,
     /// Longest one control-plane call may take before the next member is tried [default: 5s].
     #[arg(long, env = "CONSTELLATION_RPC_TIMEOUT", value_parser = humantime::parse_duration)]
@@ -170,5 +171,36 @@ mod opt_duration {
         let text: Option<String> = Option::deserialize(d)?;
         text.map(|t| humantime::parse_duration(&t).map_err(serde::de::Error::custom))
             .transpose()
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use clap::CommandFactory;
+
+    /// clap's own consistency checks (unique argument ids across flattened sections).
+    #[test]
+    fn the_flags_form_a_valid_command() {
+        Flags::command().debug_assert();
+    }
+
+    #[test]
+    fn no_tokens_on_a_public_address_is_refused() {
+        let flags = Flags {
+            listen: Some("0.0.0.0:8080".parse().unwrap()),
+            ..Default::default()
+        };
+        let err = flags.resolve().unwrap_err();
+        assert!(err.to_string().contains("loopback"), "{err}");
+    }
+
+    #[test]
+    fn origins_are_exact() {
+        assert!(check_origin("https://ops.example.com").is_ok());
+        assert!(check_origin("http://127.0.0.1:3000").is_ok());
+        assert!(check_origin("https://*.example.com").is_err());
+        assert!(check_origin("https://example.com/path").is_err());
+        assert!(check_origin("example.com").is_err());
     }
 }

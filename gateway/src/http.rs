@@ -78,14 +78,15 @@ pub fn router(state: AppState) -> Router {
         .merge(crate::traefik::routes(read_access(&state)))
         .fallback(not_found)
         .with_state(state.clone())
-        .layer(axum::middleware::map_response(json_errors))
         .layer(DefaultBodyLimit::max(BODY_LIMIT))
         .layer(tower_http::limit::RequestBodyLimitLayer::new(BODY_LIMIT))
-        .layer(compression)
         .layer(TimeoutLayer::with_status_code(
             StatusCode::REQUEST_TIMEOUT,
             REQUEST_TIMEOUT,
-        ));
+        ))
+        // Outside the limits and the timeout, so their answers become JSON too.
+        .layer(axum::middleware::map_response(json_errors))
+        .layer(compression);
     if let Some(cors) = cors(&state.origins) {
         router = router.layer(cors);
     }

@@ -302,3 +302,63 @@ impl Agent {
         Ok(())
     }
 }
+
+/// A gateway process on a kernel-chosen port.
+pub struct Gateway {
+    pub process: Process,
+    /// `127.0.0.1:port` it serves HTTP on.
+    pub addr: String,
+}
+
+impl Gateway {
+    /// Starts `constellation-gateway` against `controlplanes` (API addresses) with
+    /// `extra` flags (tokens, `--stale-after`, ...), and waits until it serves.
+    pub async fn start(controlplanes: &[&str], extra: &[&str]) -> anyhow::Result<Self> {
+        let mut args: Vec<String> = vec![
+            "--controlplane".into(),
+            controlplanes.join(","),
+            "--listen".into(),
+            "127.0.0.1:0".into(),
+        ];
+        args.extend(extra.iter().map(|s| s.to_string()));
+        let bin = binary("constellation-gateway")?;
+        let mut process = Process::spawn("gw", &bin, &args)?;
+        let fields = process
+            .wait_for_log("gateway serving", Duration::from_secs(30))
+            .await?;
+        Ok(Self {
+            addr: fields.get("listen").cloned().context("no listen field")?,
+            process,
+        })
+    }
+
+    /// Waits until the gateway's view has caught up with the control plane (its REST
+    /// reads answer 200), at most `timeout`.
+    pub async fn wait_synced(&self, timeout: Duration) -> anyhow::Result<()> {
+        self.wait_synced_with(&[], timeout).await
+    }
+
+    /// [`Gateway::wait_synced`] with extra request headers (a bearer token).
+    pub async fn wait_synced_with(
+        &self,
+        headers: &[(&str, &str)],
+        timeout: Duration,
+    ) -> anyhow::Result<()> {
+        let deadline = tokio::time::Instant::now() + timeout;
+        loop {
+            let mut request = crate::http::HttpRequest::new("GET", "/api/v1/status");
+            for (k, v) in headers {
+                request = request.header(k, v);
+            }
+            if let Ok(r) = request.send(&self.addr).await
+                && r.status == 200
+            {
+                return Ok(());
+            }
+            if tokio::time::Instant::now() > deadline {
+                bail!("gateway {} did not sync within {timeout:?}", self.addr);
+            }
+            tokio::time::sleep(Duration::from_millis(50)).await;
+        }
+    }
+}

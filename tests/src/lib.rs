@@ -3,6 +3,7 @@
 //! Owns:
 //! - [`binaries`]: starting the real Constellation binaries on kernel-chosen ports and
 //!   stopping them.
+//! - [`http`]: a small HTTP/1.1 client for the gateway's REST routes and streams.
 //! - [`docker`]: reaching the test Docker daemon (honouring `DOCKER_HOST`), the name of the
 //!   local busybox test image, and small container helpers (unique names, wait, logs, a
 //!   removal guard) that integration tests under `tests/tests/` reuse.
@@ -13,6 +14,7 @@
 #![forbid(unsafe_code)]
 
 pub mod binaries;
+pub mod http;
 
 pub mod docker {
     //! Docker access for tests.

@@ -490,8 +490,15 @@ async fn apply_service(
             req.expected_version = Some(v);
         }
     }
-    let mut spec: ServiceSpec = body::json(&bytes)?;
-    body::same_name("name", &spec.name, &name)?;
+    // Field paths as the control plane names them: the body is the request's `spec`.
+    let mut spec: ServiceSpec = body::json(&bytes).map_err(|e| match e {
+        Error::BadRequest { field, message } if field != "body" => Error::BadRequest {
+            field: format!("spec.{field}"),
+            message,
+        },
+        other => other,
+    })?;
+    body::same_name("spec.name", &spec.name, &name)?;
     spec.name = name;
     req.spec = Some(spec);
     let resp = state

@@ -35,10 +35,18 @@ const LOGGED_ERRORS: usize = 20;
 pub struct Settings {
     /// Also serve the Traefik routes, and only them, on this address (for a Traefik
     /// that reaches the gateway over a private network and sends no token).
-    #[arg(long = "traefik-listen", env = "CONSTELLATION_TRAEFIK_LISTEN")]
+    #[arg(
+        long = "traefik-listen",
+        id = "traefik_listen",
+        env = "CONSTELLATION_TRAEFIK_LISTEN"
+    )]
     pub listen: Option<SocketAddr>,
     /// Traefik major the document targets when the request names none: v3 or v2 [default: v3].
-    #[arg(long = "traefik-version", env = "CONSTELLATION_TRAEFIK_VERSION")]
+    #[arg(
+        long = "traefik-version",
+        id = "traefik_version",
+        env = "CONSTELLATION_TRAEFIK_VERSION"
+    )]
     pub version: Option<TraefikVersion>,
     /// Domain of the default rule: `Host(`<service>.<domain>`)` instead of `Host(`<service>`)`.
     #[arg(long = "traefik-domain", env = "CONSTELLATION_TRAEFIK_DOMAIN")]
