@@ -52,7 +52,34 @@ pub struct Process {
 impl Process {
     /// Starts `binary` with `args` and JSON logs; `name` prefixes its echoed output.
     pub fn spawn(name: &str, binary: &Path, args: &[String]) -> anyhow::Result<Self> {
-        let mut child = Command::new(binary)
+        Self::spawn_command(name, Command::new(binary), binary, args)
+    }
+
+    /// [`Process::spawn`] inside the network namespace `netns` (a path such as
+    /// `/var/run/netns/NAME`, see [`crate::hosts`]) through `nsenter --net`, which
+    /// unlike `ip netns exec` keeps the test's mounts (cgroups, /sys). nsenter execs the
+    /// binary in place, so [`Process::pid`] is the binary's own pid.
+    pub fn spawn_in_netns(
+        name: &str,
+        netns: &Path,
+        binary: &Path,
+        args: &[String],
+    ) -> anyhow::Result<Self> {
+        let mut command = Command::new("nsenter");
+        command
+            .arg(format!("--net={}", netns.display()))
+            .arg("--")
+            .arg(binary);
+        Self::spawn_command(name, command, binary, args)
+    }
+
+    fn spawn_command(
+        name: &str,
+        mut command: Command,
+        binary: &Path,
+        args: &[String],
+    ) -> anyhow::Result<Self> {
+        let mut child = command
             .args(args)
             .args(["--log-format", "json"])
             .stdin(Stdio::null())

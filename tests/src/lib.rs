@@ -14,6 +14,7 @@
 #![forbid(unsafe_code)]
 
 pub mod binaries;
+pub mod hosts;
 pub mod http;
 
 pub mod docker {
