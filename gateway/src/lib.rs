@@ -10,6 +10,7 @@ pub mod http;
 pub mod traefik;
 pub mod upstream;
 pub mod view;
+pub mod ws;
 
 pub use error::{Error, Result};
 

@@ -206,6 +206,13 @@ pub fn table() -> Vec<Entry> {
             "The event stream as ndjson (index, topic)",
             events::events,
         ),
+        entry(
+            M::GET,
+            "/ws",
+            Read,
+            "WebSocket: a snapshot, then typed events (index, topic)",
+            crate::ws::upgrade,
+        ),
     ]
 }
 
