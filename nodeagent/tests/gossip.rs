@@ -236,6 +236,7 @@ async fn a_member_declared_down_while_stalled_renews_itself_and_rejoins() {
         renewed.generation > first.generation,
         "{renewed} after {first}"
     );
+    wait_until(|| async { stalling.current_identity() == renewed }).await;
     for m in &members {
         wait_until(|| async { state_of(&m.handle, &renewed).await == Some(MemberState::Alive) })
             .await;

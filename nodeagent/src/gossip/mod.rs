@@ -27,7 +27,7 @@ use std::net::SocketAddr;
 use std::sync::Arc;
 use std::sync::atomic::{AtomicU64, Ordering};
 use tokio::net::UdpSocket;
-use tokio::sync::{broadcast as channel, mpsc, oneshot};
+use tokio::sync::{broadcast as channel, mpsc, oneshot, watch};
 
 /// Commands queued to the gossip task before callers wait.
 const COMMAND_BUFFER: usize = 64;
@@ -140,6 +140,7 @@ pub struct GossipHandle {
     events: channel::Sender<GossipEvent>,
     stats: Arc<GossipStats>,
     identity: NodeIdentity,
+    current: watch::Receiver<NodeIdentity>,
 }
 
 /// Prepares a gossip member on an already-bound socket; run the returned task to start
@@ -162,6 +163,7 @@ pub fn gossip(config: GossipConfig, socket: UdpSocket) -> Result<(GossipHandle, 
     let (commands_tx, commands_rx) = mpsc::channel(COMMAND_BUFFER);
     let (events, _) = channel::channel(config.event_buffer);
     let stats = Arc::new(GossipStats::default());
+    let (current_tx, current) = watch::channel(identity.clone());
     let task = GossipTask::new(
         config,
         identity.clone(),
@@ -169,12 +171,14 @@ pub fn gossip(config: GossipConfig, socket: UdpSocket) -> Result<(GossipHandle, 
         commands_rx,
         events.clone(),
         stats.clone(),
+        current_tx,
     )?;
     let handle = GossipHandle {
         commands: commands_tx,
         events,
         stats,
         identity,
+        current,
     };
     Ok((handle, task))
 }
@@ -183,6 +187,11 @@ impl GossipHandle {
     /// The identity this member started with (it renews itself after a false down).
     pub fn identity(&self) -> &NodeIdentity {
         &self.identity
+    }
+
+    /// The identity this member goes by now: a higher generation after each rejoin.
+    pub fn current_identity(&self) -> NodeIdentity {
+        self.current.borrow().clone()
     }
 
     /// Follows membership from now on.

@@ -21,7 +21,7 @@ use std::sync::Arc;
 use std::sync::atomic::Ordering;
 use std::time::Duration;
 use tokio::net::UdpSocket;
-use tokio::sync::{broadcast, mpsc};
+use tokio::sync::{broadcast, mpsc, watch};
 use tokio::time::{Instant, MissedTickBehavior, interval, interval_at, sleep_until};
 use tokio_util::sync::CancellationToken;
 
@@ -55,6 +55,7 @@ pub struct GossipTask {
     /// Our own items, each length-prefixed, as sent directly to members that join.
     own_items: Vec<Vec<u8>>,
     send_buf: Vec<u8>,
+    current: watch::Sender<NodeIdentity>,
 }
 
 impl GossipTask {
@@ -65,6 +66,7 @@ impl GossipTask {
         commands: mpsc::Receiver<Command>,
         events: broadcast::Sender<GossipEvent>,
         stats: Arc<GossipStats>,
+        current: watch::Sender<NodeIdentity>,
     ) -> Result<Self> {
         let table = SharedTable::new(ItemTable::new(config.name.clone(), config.max_nodes));
         let seed = std::collections::hash_map::RandomState::new().hash_one(&identity);
@@ -98,6 +100,7 @@ impl GossipTask {
             health: HealthDigest::default(),
             health_counter: 0,
             own_items: Vec::new(),
+            current,
         })
     }
 
@@ -412,6 +415,7 @@ impl GossipTask {
             }
             OwnedNotification::Rejoin(id) => {
                 tracing::warn!(identity = %id, "gossip: the cluster declared us down; rejoined");
+                self.current.send_replace(id);
                 self.queue_own_items();
             }
             OwnedNotification::Defunct => {

@@ -111,7 +111,13 @@ pub async fn run(options: Options) -> anyhow::Result<()> {
     );
     // What happened while joining is not steady state.
     bench.drain_events();
-    bench.false_positives.clear();
+    let startup_false_positives = std::mem::take(&mut bench.false_positives);
+    if !startup_false_positives.is_empty() {
+        println!(
+            "while {n} members joined at once: {} false down reports (not counted below)",
+            startup_false_positives.len()
+        );
+    }
     bench.suspects = 0;
     let fp_window_started = Instant::now();
 
@@ -377,7 +383,8 @@ impl Bench {
 
     async fn kill_trial(&mut self, victim: usize) -> anyhow::Result<Trial> {
         let member = self.members[victim].take().context("victim running")?;
-        let id = member.handle.identity().clone();
+        // Not the identity it started with: a member renews itself after a false down.
+        let id = member.handle.current_identity();
         self.killed.insert(id.clone());
         let killed_at = Instant::now();
         member.task.abort();
