@@ -38,6 +38,8 @@ pub struct AppState {
     pub origins: Arc<Vec<String>>,
     /// Permits for concurrent `/api/v1/events` streams.
     pub event_streams: Arc<Semaphore>,
+    /// Request counters and latencies for `/metrics`.
+    pub metrics: Arc<crate::metrics::Metrics>,
 }
 
 impl AppState {
@@ -48,6 +50,7 @@ impl AppState {
             tokens: Arc::new(Tokens::default()),
             origins: Arc::new(Vec::new()),
             event_streams: Arc::new(Semaphore::new(crate::api::events::MAX_STREAMS)),
+            metrics: Arc::new(crate::metrics::Metrics::default()),
         }
     }
 
@@ -76,6 +79,11 @@ pub fn router(state: AppState) -> Router {
     );
     let mut router = crate::api::router(&state)
         .merge(crate::traefik::routes(read_access(&state)))
+        // Every matched route is counted under its template.
+        .route_layer(axum::middleware::from_fn_with_state(
+            state.clone(),
+            crate::metrics::record,
+        ))
         .fallback(not_found)
         .with_state(state.clone())
         .layer(DefaultBodyLimit::max(BODY_LIMIT))

@@ -236,7 +236,10 @@ struct Close {
 }
 
 async fn serve(mut socket: WebSocket, state: AppState, sub: Subscription) {
+    let clients = &state.metrics.websocket_clients;
+    clients.fetch_add(1, std::sync::atomic::Ordering::Relaxed);
     let close = run(&mut socket, &state, &sub).await;
+    clients.fetch_sub(1, std::sync::atomic::Ordering::Relaxed);
     if let Some(close) = close {
         let frame = CloseFrame {
             code: close.code,

@@ -405,6 +405,25 @@ async fn every_route_answers_its_documented_shape() {
         404
     );
 
+    // Prometheus text: per-route counters under the route template, view gauges.
+    let metrics = get(&gw, "/metrics").await;
+    assert_eq!(metrics.status, 200);
+    assert!(
+        metrics
+            .header("content-type")
+            .unwrap()
+            .starts_with("text/plain")
+    );
+    let text = metrics.text();
+    for expected in [
+        "constellation_gateway_requests_total{method=\"GET\",route=\"/api/v1/services/{name}\",status=\"2xx\"}",
+        "constellation_gateway_request_duration_seconds_bucket{method=\"PUT\",route=\"/api/v1/services/{name}\",status=\"2xx\",le=\"+Inf\"}",
+        "constellation_gateway_view_fresh 1",
+        "constellation_gateway_websocket_clients 0",
+    ] {
+        assert!(text.contains(expected), "{expected} missing from\n{text}");
+    }
+
     golden.check();
 }
 

@@ -208,6 +208,13 @@ pub fn table() -> Vec<Entry> {
         ),
         entry(
             M::GET,
+            "/metrics",
+            Read,
+            "Prometheus metrics of the gateway",
+            crate::metrics::handler,
+        ),
+        entry(
+            M::GET,
             "/ws",
             Read,
             "WebSocket: a snapshot, then typed events (index, topic)",
