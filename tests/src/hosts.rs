@@ -1117,6 +1117,45 @@ impl Host {
         Process::spawn_in_netns(name, &self.netns_path(), binary, args)
     }
 
+    /// Starts `constellation-agent` named `name` inside the host against `controlplane`
+    /// (API addresses, comma-separated; bind the control plane on [`Hosts::bridge_addr`]
+    /// so hosts reach it): its engine is this host's dockerd, it advertises and gossips
+    /// on the host's address (port 0), and its secrets and state live under
+    /// [`Host::dir`]`/agent-NAME/`. `extra` flags are appended. Waits for
+    /// `agent started`; wait for `session accepted` on the returned process to know it
+    /// reached the control plane.
+    pub async fn start_agent(
+        &self,
+        name: &str,
+        controlplane: &str,
+        extra: &[String],
+    ) -> anyhow::Result<Process> {
+        let dir = self.dir.join(format!("agent-{name}"));
+        let mut args: Vec<String> = vec![
+            "--name".into(),
+            name.into(),
+            "--controlplane".into(),
+            controlplane.into(),
+            "--docker-host".into(),
+            self.docker_host(),
+            "--advertise-addr".into(),
+            self.addr.to_string(),
+            "--gossip-listen".into(),
+            format!("{}:0", self.addr),
+            "--secrets-dir".into(),
+            dir.join("secrets").display().to_string(),
+            "--state-dir".into(),
+            dir.join("state").display().to_string(),
+        ];
+        args.extend(extra.iter().cloned());
+        let binary = crate::binaries::binary("constellation-agent")?;
+        let mut process = self.spawn(name, &binary, &args)?;
+        process
+            .wait_for_log("agent started", Duration::from_secs(30))
+            .await?;
+        Ok(process)
+    }
+
     /// `GET /` on `addr:port` from inside this host (bash's /dev/tcp, HTTP/1.0): the
     /// whole response, or `None` when nothing answered within `timeout` (a partition);
     /// an error when the connection failed otherwise (refused, unreachable).

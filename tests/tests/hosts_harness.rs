@@ -507,3 +507,155 @@ async fn stale_cleanup_removes_what_a_killed_test_process_left() -> anyhow::Resu
     assert!(script.exists(), "{} is missing", script.display());
     Ok(())
 }
+
+fn cp_client(
+    addr: &str,
+) -> constellation_proto::v1::control_plane_client::ControlPlaneClient<tonic::transport::Channel> {
+    let channel = tonic::transport::Channel::from_shared(format!("http://{addr}"))
+        .expect("valid uri")
+        .timeout(Duration::from_secs(10))
+        .connect_lazy();
+    constellation_proto::v1::control_plane_client::ControlPlaneClient::new(channel)
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn agents_inside_hosts_run_a_service_reached_at_the_host_addresses() -> anyhow::Result<()> {
+    use constellation_proto::v1 as pb;
+    use constellation_tests::binaries::{ControlPlane, Start};
+    let test = "agents_inside_hosts_run_a_service_reached_at_the_host_addresses";
+    let Some(mut hosts) = Hosts::create_or_skip(test, 2).await? else {
+        return Ok(());
+    };
+    print_timings(test, &hosts);
+    // The control plane in the root namespace, on the bridge, where every host reaches it.
+    let dir = tempfile::tempdir()?;
+    let listen = format!("{}:0", hosts.bridge_addr());
+    let cp = ControlPlane::start(
+        1,
+        &dir.path().join("cp1"),
+        Start::Bootstrap,
+        Some((&listen, &listen)),
+    )
+    .await?;
+    // Agent 1, then agent 2 joining its gossip through it: UDP across the bridge.
+    let mut node1 = hosts.hosts()[0]
+        .start_agent("node1", &cp.api_addr, &[])
+        .await?;
+    let gossip1 = node1
+        .wait_for_log("gossip listening", Duration::from_secs(30))
+        .await?
+        .remove("gossip")
+        .ok_or_else(|| anyhow::anyhow!("no gossip address logged"))?;
+    let mut node2 = hosts.hosts()[1]
+        .start_agent(
+            "node2",
+            &cp.api_addr,
+            &["--gossip-seed".to_string(), gossip1],
+        )
+        .await?;
+    node1
+        .wait_for_log("gossip: member up", Duration::from_secs(30))
+        .await?;
+    node2
+        .wait_for_log("gossip: member up", Duration::from_secs(30))
+        .await?;
+
+    let service = "web";
+    let secs = |s| {
+        Some(pbjson_types::Duration {
+            seconds: s,
+            nanos: 0,
+        })
+    };
+    let spec = pb::ServiceSpec {
+        name: service.into(),
+        image: test_image(),
+        command: ["httpd", "-f", "-p", "8080", "-h", "/www"]
+            .map(String::from)
+            .to_vec(),
+        replicas: Some(2),
+        // Published on every address of the host, so the bridge reaches it.
+        ports: vec![pb::PortSpec {
+            container_port: 8080,
+            ..Default::default()
+        }],
+        stop_grace_period: secs(1),
+        ..Default::default()
+    };
+    cp_client(&cp.api_addr)
+        .apply_service(pb::ApplyServiceRequest {
+            spec: Some(spec),
+            ..Default::default()
+        })
+        .await?;
+    let deadline = Instant::now() + Duration::from_secs(60);
+    let running = loop {
+        let allocs = cp_client(&cp.api_addr)
+            .list_allocations(pb::ListAllocationsRequest {
+                service_name: service.into(),
+                ..Default::default()
+            })
+            .await?
+            .into_inner()
+            .allocations;
+        let all_running = allocs.iter().all(|a| {
+            a.status.as_ref().is_some_and(|s| {
+                s.state() == pb::AllocationState::Running && !s.endpoints.is_empty()
+            })
+        });
+        if allocs.len() == 2 && all_running {
+            break allocs;
+        }
+        anyhow::ensure!(
+            Instant::now() < deadline,
+            "not running in time: {allocs:#?}"
+        );
+        tokio::time::sleep(Duration::from_millis(250)).await;
+    };
+    for alloc in &running {
+        let host = hosts
+            .hosts()
+            .iter()
+            .zip(["node1", "node2"])
+            .find(|(_, node)| alloc.node_name == *node)
+            .map(|(h, _)| h)
+            .ok_or_else(|| anyhow::anyhow!("unknown node {}", alloc.node_name))?;
+        let endpoint = &alloc.status.as_ref().expect("status").endpoints[0];
+        eprintln!(
+            "{test}: {} on {} ({}), endpoint {}:{}",
+            alloc.id,
+            alloc.node_name,
+            host.addr(),
+            endpoint.host_ip,
+            endpoint.host_port
+        );
+        let port = u16::try_from(endpoint.host_port)?;
+        root_wait_serving(host.addr(), port).await?;
+        // The container lives in that host's own engine.
+        let containers = host
+            .docker()
+            .await?
+            .list_containers(None::<bollard::query_parameters::ListContainersOptions>)
+            .await?;
+        assert!(!containers.is_empty(), "no container on {}", host.name());
+    }
+    // Partition host 2: agent 1 stops hearing agent 2.
+    hosts.host_mut(1).partition()?;
+    let partitioned_at = Instant::now();
+    node1
+        .wait_for_log("gossip: member suspect", Duration::from_secs(60))
+        .await?;
+    let suspect = partitioned_at.elapsed();
+    node1
+        .wait_for_log("gossip: member down", Duration::from_secs(60))
+        .await?;
+    eprintln!(
+        "{test}: after the partition node1 suspected node2 in {suspect:?} and declared it \
+         down in {:?}",
+        partitioned_at.elapsed()
+    );
+    drop((node1, node2));
+    let took = hosts.teardown()?;
+    eprintln!("{test}: teardown of 2 hosts took {took:?}");
+    Ok(())
+}
