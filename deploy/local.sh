@@ -64,6 +64,8 @@ Constellation is running (data in $data):
                        (try: $bin/constellation --controlplane $(api 1) status)
   control plane Raft   $(raft 1) $(raft 2) $(raft 3)
   gateway HTTP         http://127.0.0.1:$http_port/health
+  gateway REST         http://127.0.0.1:$http_port/api/v1/status  (and /api/v1/services, /nodes, ...)
+  gateway events       http://127.0.0.1:$http_port/api/v1/events?index=0  ws://127.0.0.1:$http_port/ws
 Press Ctrl-C to stop it all.
 MSG
 wait -n "${pids[@]}"
