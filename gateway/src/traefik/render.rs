@@ -40,6 +40,7 @@ use constellation_proto::v1 as pb;
 use std::borrow::Cow;
 use std::collections::{BTreeMap, BTreeSet, HashMap};
 use std::ops::Range;
+use std::sync::Arc;
 
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct RenderOptions {
@@ -150,7 +151,8 @@ pub fn render(
 #[derive(Debug, Default)]
 pub struct Renderer {
     options: RenderOptions,
-    memo: HashMap<String, Memo>,
+    memo: BTreeMap<String, Memo>,
+    index: Index,
 }
 
 #[derive(Debug)]
@@ -158,7 +160,7 @@ struct Memo {
     labels: BTreeMap<String, String>,
     ports: Vec<pb::PortSpec>,
     backends: Vec<BackendKey>,
-    part: Option<Part>,
+    part: Option<Arc<Part>>,
 }
 
 /// What the servers of a service are made of, per routable allocation.
@@ -204,7 +206,8 @@ impl Renderer {
     pub fn new(options: RenderOptions) -> Self {
         Self {
             options,
-            memo: HashMap::new(),
+            memo: BTreeMap::new(),
+            index: BTreeMap::new(),
         }
     }
 
@@ -219,11 +222,20 @@ impl Renderer {
         allocations: &BTreeMap<String, pb::Allocation>,
     ) -> Rendered {
         let backends = routable_backends(nodes, allocations);
-        self.memo.retain(|name, _| services.contains_key(name));
+        let gone: Vec<String> = self
+            .memo
+            .keys()
+            .filter(|name| services.get(*name).is_none_or(|s| s.spec.is_none()))
+            .cloned()
+            .collect();
+        for name in gone {
+            if let Some(memo) = self.memo.remove(&name) {
+                self.unindex(&name, memo.part.as_ref());
+            }
+        }
         let none: Vec<Backend> = Vec::new();
         for (name, service) in services {
             let Some(spec) = service.spec.as_ref() else {
-                self.memo.remove(name);
                 continue;
             };
             let backends = backends.get(name.as_str()).unwrap_or(&none);
@@ -239,7 +251,13 @@ impl Renderer {
             {
                 continue;
             }
-            let part = service_part(name, spec, backends, &self.options);
+            let part = service_part(name, spec, backends, &self.options).map(Arc::new);
+            if let Some(old) = self.memo.remove(name) {
+                self.unindex(name, old.part.as_ref());
+            }
+            if let Some(part) = &part {
+                self.reindex(name, part);
+            }
             self.memo.insert(
                 name.clone(),
                 Memo {
@@ -250,10 +268,70 @@ impl Renderer {
                 },
             );
         }
-        let parts = services
-            .keys()
-            .filter_map(|name| Some((name.as_str(), self.memo.get(name)?.part.as_ref()?)));
-        assemble(parts)
+        let errors = self.memo.iter().flat_map(|(owner, memo)| {
+            memo.part
+                .iter()
+                .flat_map(|p| p.errors.iter())
+                .map(move |message| RenderError {
+                    service: owner.clone(),
+                    message: message.clone(),
+                })
+        });
+        assemble(errors.collect(), &self.index)
+    }
+
+    /// Takes service `owner`'s definitions out of the index.
+    fn unindex(&mut self, owner: &str, part: Option<&Arc<Part>>) {
+        for fragment in part.iter().flat_map(|p| p.entries.iter()) {
+            let key = (fragment.protocol, fragment.kind);
+            let Some(names) = self.index.get_mut(&key) else {
+                continue;
+            };
+            if let Some(definitions) = names.get_mut(&fragment.name) {
+                definitions.retain(|d| d.owner != owner);
+                if definitions.is_empty() {
+                    names.remove(&fragment.name);
+                }
+            }
+        }
+    }
+
+    /// Adds service `owner`'s definitions to the index, keeping owners in name order.
+    fn reindex(&mut self, owner: &str, part: &Arc<Part>) {
+        for (entry, fragment) in part.entries.iter().enumerate() {
+            let definitions = self
+                .index
+                .entry((fragment.protocol, fragment.kind))
+                .or_default()
+                .entry(fragment.name.clone())
+                .or_default();
+            let at = definitions.partition_point(|d| d.owner.as_str() < owner);
+            definitions.insert(
+                at,
+                Definition {
+                    owner: owner.to_owned(),
+                    part: Arc::clone(part),
+                    entry,
+                },
+            );
+        }
+    }
+}
+
+/// Every definition of every name, by map; each name's definitions in owner order.
+type Index = BTreeMap<(Protocol, Kind), BTreeMap<String, Vec<Definition>>>;
+
+/// One service's definition of a name.
+#[derive(Debug)]
+struct Definition {
+    owner: String,
+    part: Arc<Part>,
+    entry: usize,
+}
+
+impl Definition {
+    fn fragment(&self) -> &Fragment {
+        &self.part.entries[self.entry]
     }
 }
 
@@ -283,8 +361,6 @@ enum Kind {
 }
 
 impl Kind {
-    const ALL: [Kind; 3] = [Kind::Middlewares, Kind::Routers, Kind::Services];
-
     fn key(self) -> &'static str {
         match self {
             Kind::Middlewares => "middlewares",
@@ -355,111 +431,99 @@ fn service_part(
     Some(Part { entries, errors })
 }
 
-/// Every definition of each name of one map, with the service it came from.
-type Definitions<'a> = BTreeMap<&'a str, Vec<(&'a str, &'a Fragment)>>;
-
-/// A name kept in the document, its serialised definition, and (routers) its service.
-type Resolved<'a> = (&'a str, Cow<'a, [u8]>, Option<&'a str>);
-
-/// Merges the parts of every service (in service-name order) into the document.
-fn assemble<'a>(parts: impl Iterator<Item = (&'a str, &'a Part)>) -> Rendered {
-    let mut errors = Vec::new();
-    let mut maps: BTreeMap<(Protocol, Kind), Definitions> = BTreeMap::new();
-    for (owner, part) in parts {
-        errors.extend(part.errors.iter().map(|message| RenderError {
-            service: owner.to_owned(),
-            message: message.clone(),
-        }));
-        for fragment in &part.entries {
-            maps.entry((fragment.protocol, fragment.kind))
-                .or_default()
-                .entry(fragment.name.as_str())
-                .or_default()
-                .push((owner, fragment));
-        }
+/// One name's definition as it goes into the document, or `None` for a conflict (with
+/// its error pushed).
+fn resolve<'a>(
+    protocol: Protocol,
+    kind: Kind,
+    name: &str,
+    definitions: &'a [Definition],
+    errors: &mut Vec<RenderError>,
+) -> Option<Cow<'a, [u8]>> {
+    let first = definitions[0].fragment();
+    if definitions.iter().all(|d| d.fragment().json == first.json) {
+        return Some(Cow::Borrowed(first.json.as_slice()));
     }
-
-    // One definition per name: shared identical ones once, load balancers identical
-    // apart from their servers merged, anything else a conflict.
-    let mut resolved: BTreeMap<(Protocol, Kind), Vec<Resolved>> = BTreeMap::new();
-    for ((protocol, kind), names) in &maps {
-        let out = resolved.entry((*protocol, *kind)).or_default();
-        for (name, definitions) in names {
-            let (_, first) = definitions[0];
-            let json = if definitions.iter().all(|(_, f)| f.json == first.json) {
-                Some(Cow::Borrowed(first.json.as_slice()))
-            } else if *kind == Kind::Services
-                && definitions
-                    .iter()
-                    .all(|(_, f)| without_servers(&f.value) == without_servers(&first.value))
-            {
-                let mut merged = first.value.clone();
-                for (_, f) in &definitions[1..] {
-                    merge_servers(&mut merged, f.value.clone());
-                }
-                Some(Cow::Owned(
-                    serde_json::to_vec(&merged).expect("a tree serialises"),
-                ))
-            } else {
-                None
-            };
-            match json {
-                Some(json) => {
-                    let service = match kind {
-                        Kind::Routers => first
-                            .value
-                            .as_obj()
-                            .and_then(|r| r.get("service"))
-                            .and_then(Value::as_str),
-                        _ => None,
-                    };
-                    out.push((name, json, service));
-                }
-                None => {
-                    let mut owners: Vec<&str> = definitions.iter().map(|(o, _)| *o).collect();
-                    owners.dedup();
-                    errors.push(RenderError {
-                        service: owners.join(","),
-                        message: format!(
-                            "{} {} {name:?} is defined differently by services {}; left out",
-                            protocol.key(),
-                            kind.singular(),
-                            owners.join(", ")
-                        ),
-                    });
-                }
-            }
+    if kind == Kind::Services
+        && definitions
+            .iter()
+            .all(|d| without_servers(&d.fragment().value) == without_servers(&first.value))
+    {
+        let mut merged = first.value.clone();
+        for d in &definitions[1..] {
+            merge_servers(&mut merged, d.fragment().value.clone());
         }
+        return Some(Cow::Owned(
+            serde_json::to_vec(&merged).expect("a tree serialises"),
+        ));
     }
-    // Routers left pointing at a service that is not in the document go too.
-    for protocol in Protocol::ALL {
-        let services: BTreeSet<&str> = resolved
-            .get(&(protocol, Kind::Services))
-            .map(|s| s.iter().map(|(name, _, _)| *name).collect())
-            .unwrap_or_default();
-        if let Some(routers) = resolved.get_mut(&(protocol, Kind::Routers)) {
-            routers.retain(|(_, _, service)| {
-                service.is_some_and(|s| s.contains('@') || services.contains(s))
-            });
-        }
-    }
+    let owners: Vec<&str> = definitions.iter().map(|d| d.owner.as_str()).collect();
+    errors.push(RenderError {
+        service: owners.join(","),
+        message: format!(
+            "{} {} {name:?} is defined differently by services {}; left out",
+            protocol.key(),
+            kind.singular(),
+            owners.join(", ")
+        ),
+    });
+    None
+}
 
-    let size: usize = resolved
+/// Writes the document from the index: one definition per name (shared identical ones
+/// once, load balancers identical apart from their servers merged, anything else a
+/// conflict), routers only when their service is in the document or another
+/// provider's.
+fn assemble(mut errors: Vec<RenderError>, index: &Index) -> Rendered {
+    let empty = BTreeMap::new();
+    let map = |protocol, kind| index.get(&(protocol, kind)).unwrap_or(&empty);
+    let size: usize = index
         .values()
-        .flatten()
-        .map(|(name, json, _)| name.len() + json.len() + 4)
+        .flat_map(|names| names.iter())
+        .map(|(name, defs)| name.len() + defs[0].fragment().json.len() + 4)
         .sum();
     let mut json = Vec::with_capacity(size + 128);
     let mut ranges = Vec::new();
     json.push(b'{');
     let mut first_protocol = true;
     for protocol in Protocol::ALL {
-        let kinds: Vec<(Kind, &Vec<Resolved>)> = Kind::ALL
-            .into_iter()
-            .filter_map(|k| Some((k, resolved.get(&(protocol, k))?)))
-            .filter(|(_, entries)| !entries.is_empty())
-            .collect();
-        if kinds.is_empty() {
+        let mut resolved: Vec<(Kind, Vec<(&str, Cow<[u8]>)>)> = Vec::new();
+        // Services first: routers are kept only when their service is.
+        let mut services = BTreeSet::new();
+        let mut by_kind: BTreeMap<Kind, Vec<(&str, Cow<[u8]>)>> = BTreeMap::new();
+        for kind in [Kind::Services, Kind::Middlewares, Kind::Routers] {
+            let mut out = Vec::new();
+            for (name, definitions) in map(protocol, kind) {
+                let Some(fragment) = resolve(protocol, kind, name, definitions, &mut errors) else {
+                    continue;
+                };
+                match kind {
+                    Kind::Services => {
+                        services.insert(name.as_str());
+                    }
+                    Kind::Routers => {
+                        let service = definitions[0]
+                            .fragment()
+                            .value
+                            .as_obj()
+                            .and_then(|r| r.get("service"))
+                            .and_then(Value::as_str);
+                        if !service.is_some_and(|s| s.contains('@') || services.contains(s)) {
+                            continue;
+                        }
+                    }
+                    Kind::Middlewares => {}
+                }
+                out.push((name.as_str(), fragment));
+            }
+            by_kind.insert(kind, out);
+        }
+        for (kind, entries) in by_kind {
+            if !entries.is_empty() {
+                resolved.push((kind, entries));
+            }
+        }
+        if resolved.is_empty() {
             continue;
         }
         if !first_protocol {
@@ -468,14 +532,14 @@ fn assemble<'a>(parts: impl Iterator<Item = (&'a str, &'a Part)>) -> Rendered {
         first_protocol = false;
         write_key(&mut json, protocol.key());
         json.push(b'{');
-        for (i, (kind, entries)) in kinds.into_iter().enumerate() {
+        for (i, (kind, entries)) in resolved.into_iter().enumerate() {
             if i > 0 {
                 json.push(b',');
             }
             write_key(&mut json, kind.key());
             let start = json.len();
             json.push(b'{');
-            for (j, (name, fragment, _)) in entries.iter().enumerate() {
+            for (j, (name, fragment)) in entries.iter().enumerate() {
                 if j > 0 {
                     json.push(b',');
                 }

@@ -107,6 +107,9 @@ pub struct Document {
 impl Document {
     fn compress(&self) {
         use std::io::Write;
+        if self.gzip.get().is_some() {
+            return;
+        }
         let mut encoder = flate2::write::GzEncoder::new(
             Vec::with_capacity(self.json.len() / 4),
             flate2::Compression::fast(),
@@ -124,6 +127,8 @@ impl Document {
 #[derive(Debug)]
 struct Slot {
     latest: RwLock<Option<Arc<Document>>>,
+    /// The newest document whose gzip copy is ready.
+    compressed: Arc<RwLock<Option<Arc<Document>>>>,
     rendering: tokio::sync::Mutex<()>,
     renderer: Arc<std::sync::Mutex<Renderer>>,
 }
@@ -132,6 +137,7 @@ impl Slot {
     fn new(options: RenderOptions) -> Self {
         Self {
             latest: RwLock::new(None),
+            compressed: Arc::new(RwLock::new(None)),
             rendering: tokio::sync::Mutex::new(()),
             renderer: Arc::new(std::sync::Mutex::new(Renderer::new(options))),
         }
@@ -234,10 +240,43 @@ impl Provider {
         log_render(version, &document);
         let document = Arc::new(document);
         *slot.latest.write().expect("cache lock") = Some(Arc::clone(&document));
-        // Served uncompressed until the compressed copy is ready.
-        let compressing = Arc::clone(&document);
-        tokio::task::spawn_blocking(move || compressing.compress());
+        // Until its gzip copy is ready, gzip clients get the previous document's.
+        let (compressing, compressed) = (Arc::clone(&document), Arc::clone(&slot.compressed));
+        tokio::task::spawn_blocking(move || {
+            compressing.compress();
+            let mut newest = compressed.write().expect("cache lock");
+            if newest.as_ref().is_none_or(|d| d.index <= compressing.index) {
+                *newest = Some(compressing);
+            }
+        });
         Ok(document)
+    }
+
+    /// What a client taking gzip gets: `current` when its gzip copy is ready, else the
+    /// newest document whose copy is (older by the time one compression takes), else
+    /// `current` compressed now (the first document only).
+    pub async fn gzip_document(
+        &self,
+        version: TraefikVersion,
+        current: Arc<Document>,
+    ) -> Result<Arc<Document>> {
+        if current.gzip.get().is_some() {
+            return Ok(current);
+        }
+        let newest = self
+            .slot(version)
+            .compressed
+            .read()
+            .expect("cache lock")
+            .clone();
+        if let Some(newest) = newest {
+            return Ok(newest);
+        }
+        let compressing = Arc::clone(&current);
+        tokio::task::spawn_blocking(move || compressing.compress())
+            .await
+            .map_err(|e| Error::Io(std::io::Error::other(format!("gzip task: {e}"))))?;
+        Ok(current)
     }
 
     /// The latest cached document of `version`, whatever its index (for metrics).
@@ -440,7 +479,10 @@ async fn whole(
 ) -> Result<Response> {
     let provider = provider(extension)?;
     let version = requested_version(query.as_deref(), provider.default_version())?;
-    let document = provider.document(version).await?;
+    let mut document = provider.document(version).await?;
+    if accepts_gzip(&headers) {
+        document = provider.gzip_document(version, document).await?;
+    }
     Ok(document_response(&document, &headers))
 }
 
