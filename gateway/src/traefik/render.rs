@@ -470,6 +470,9 @@ fn resolve<'a>(
     None
 }
 
+/// A name kept in the document and its serialised definition.
+type Entry<'a> = (&'a str, Cow<'a, [u8]>);
+
 /// Writes the document from the index: one definition per name (shared identical ones
 /// once, load balancers identical apart from their servers merged, anything else a
 /// conflict), routers only when their service is in the document or another
@@ -487,10 +490,10 @@ fn assemble(mut errors: Vec<RenderError>, index: &Index) -> Rendered {
     json.push(b'{');
     let mut first_protocol = true;
     for protocol in Protocol::ALL {
-        let mut resolved: Vec<(Kind, Vec<(&str, Cow<[u8]>)>)> = Vec::new();
+        let mut resolved: Vec<(Kind, Vec<Entry>)> = Vec::new();
         // Services first: routers are kept only when their service is.
         let mut services = BTreeSet::new();
-        let mut by_kind: BTreeMap<Kind, Vec<(&str, Cow<[u8]>)>> = BTreeMap::new();
+        let mut by_kind: BTreeMap<Kind, Vec<Entry>> = BTreeMap::new();
         for kind in [Kind::Services, Kind::Middlewares, Kind::Routers] {
             let mut out = Vec::new();
             for (name, definitions) in map(protocol, kind) {
