@@ -149,6 +149,31 @@ async fn start_one<R: ContainerRuntime>(runtime: &R, a: &Assignment) -> Result<O
         .map_err(|e| fail(Some(&cid), format!("inspect: {e}")))
 }
 
+/// Stops and removes an allocation's containers and deletes its files; returns the
+/// last container (for the final report).
+async fn remove_containers<R: ContainerRuntime>(
+    runtime: &R,
+    id: &str,
+    containers: Vec<OwnedContainer>,
+    grace: Duration,
+) -> Option<OwnedContainer> {
+    let mut last = None;
+    for c in containers {
+        tracing::info!(allocation = %id, container = %c.container_id, "reconcile: removing a container no longer assigned");
+        if let Err(e) = runtime.stop(&c.container_id, grace).await {
+            tracing::warn!(container = %c.container_id, error = %e, "reconcile: stopping failed; removing anyway");
+        }
+        if let Err(e) = runtime.remove(&c.container_id).await {
+            tracing::warn!(container = %c.container_id, error = %e, "reconcile: removing failed");
+        }
+        last = Some(c);
+    }
+    if let Err(e) = runtime.release_files(id).await {
+        tracing::warn!(allocation = %id, error = %e, "reconcile: releasing files failed");
+    }
+    last
+}
+
 fn allocation_id(a: &Assignment) -> Option<String> {
     a.allocation
         .as_ref()
@@ -355,9 +380,19 @@ impl<R: ContainerRuntime + 'static> Reconciler<R> {
         } else {
             fresh.clear();
         }
-        let started: BTreeSet<String> = fresh.iter().filter_map(allocation_id).collect();
+        let mut done: BTreeSet<String> = fresh.iter().filter_map(allocation_id).collect();
+        if self.desired.is_authoritative() {
+            let removals: Vec<(String, Vec<OwnedContainer>)> = ids
+                .iter()
+                .filter(|id| !self.desired.contains(id))
+                .filter_map(|id| groups.remove(id).map(|g| (id.clone(), g)))
+                .filter(|(_, g)| !g.is_empty())
+                .collect();
+            done.extend(removals.iter().map(|(id, _)| id.clone()));
+            self.remove_allocations(removals).await;
+        }
         for id in ids {
-            if started.contains(&id) {
+            if done.contains(&id) {
                 continue;
             }
             let containers = groups.remove(&id).unwrap_or_default();
@@ -861,20 +896,50 @@ impl<R: ContainerRuntime + 'static> Reconciler<R> {
     }
 
     async fn remove_allocation(&mut self, id: &str, containers: Vec<OwnedContainer>) {
-        let known = self.allocs.remove(id);
-        if containers.is_empty() && known.is_none() {
+        if containers.is_empty() && !self.allocs.contains_key(id) {
             return;
         }
-        let grace = known.as_ref().map_or(DEFAULT_STOP_GRACE, |s| s.stop_grace);
-        let mut last = None;
-        for c in containers {
-            tracing::info!(allocation = %id, container = %c.container_id, "reconcile: removing a container no longer assigned");
-            self.stop_and_remove(&c.container_id, grace).await;
-            last = Some(c);
+        let grace = self
+            .allocs
+            .get(id)
+            .map_or(DEFAULT_STOP_GRACE, |s| s.stop_grace);
+        let last = remove_containers(&*self.runtime, id, containers, grace).await;
+        self.removed(id, last);
+    }
+
+    /// Removes the containers of several allocations no longer assigned, at most
+    /// `start_concurrency` allocations at once.
+    async fn remove_allocations(&mut self, removals: Vec<(String, Vec<OwnedContainer>)>) {
+        let runtime = self.runtime.clone();
+        let jobs: Vec<_> = removals
+            .into_iter()
+            .map(|(id, containers)| {
+                let grace = self
+                    .allocs
+                    .get(&id)
+                    .map_or(DEFAULT_STOP_GRACE, |s| s.stop_grace);
+                (id, containers, grace)
+            })
+            .collect();
+        let done: Vec<(String, Option<OwnedContainer>)> =
+            futures::stream::iter(jobs.into_iter().map(|(id, containers, grace)| {
+                let runtime = runtime.clone();
+                async move {
+                    let last = remove_containers(&*runtime, &id, containers, grace).await;
+                    (id, last)
+                }
+            }))
+            .buffer_unordered(self.start_concurrency)
+            .collect()
+            .await;
+        for (id, last) in done {
+            self.removed(&id, last);
         }
-        if let Err(e) = self.runtime.release_files(id).await {
-            tracing::warn!(allocation = %id, error = %e, "reconcile: releasing files failed");
-        }
+    }
+
+    /// The allocation's containers are gone: forget it and report it STOPPED.
+    fn removed(&mut self, id: &str, last: Option<OwnedContainer>) {
+        let known = self.allocs.remove(id);
         self.status.push_final(AllocationReport {
             allocation_id: id.to_owned(),
             status: Some(AllocationStatus {
