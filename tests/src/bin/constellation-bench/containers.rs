@@ -1,12 +1,22 @@
-//! The containers benchmark: Constellation's agent against a `docker run -d` loop.
+//! The containers benchmark: Constellation's agent against `docker run -d`, both a
+//! sequential shell loop and `xargs -P 8`, in interleaved rounds; then the agent's RSS
+//! with the containers running and its CPU use while idle.
 
 use anyhow::Context;
 use constellation_proto::v1 as pb;
+use constellation_proto::v1::control_plane_client::ControlPlaneClient;
 use constellation_tests::binaries::{Agent, ControlPlane, Start, set_echo_logs};
 use constellation_tests::docker;
 use std::time::{Duration, Instant};
+use tonic::transport::Channel;
 
 const BASELINE_LABEL: &str = "constellation.bench";
+
+/// Rounds of (sequential loop, parallel loop, Constellation), interleaved so a change
+/// in the machine's load hits all three alike.
+const ROUNDS: usize = 2;
+/// Concurrency of the parallel baseline (the agent's default start concurrency).
+const PARALLEL: usize = 8;
 
 pub async fn run(count: usize) -> anyhow::Result<()> {
     set_echo_logs(false);
@@ -15,19 +25,105 @@ pub async fn run(count: usize) -> anyhow::Result<()> {
         .context("the containers bench needs Docker")?;
     let image = docker::test_image();
 
-    let baseline = docker_run_loop(count, &image).await?;
-    remove_labelled(BASELINE_LABEL, "1").await?;
-
     let dir = tempfile::tempdir()?;
     let cp = ControlPlane::start(1, &dir.path().join("cp1"), Start::Bootstrap, None).await?;
     let node = docker::unique_name("bench-node");
     let agent = Agent::start(&node, &cp.api_addr, &dir.path().join("secrets")).await?;
     let mut client = super::connect(&cp.api_addr)?;
+    let pid = agent.process.pid().context("agent pid")?;
+
+    let mut sequential = Vec::new();
+    let mut parallel = Vec::new();
+    let mut ours = Vec::new();
+    let mut rss_kib = 0;
+    let mut idle_cpu = 0.0;
+    println!("{count} containers on one Docker engine, {ROUNDS} interleaved rounds");
+    for round in 0..ROUNDS {
+        let load = loadavg();
+        let t = docker_run_loop(count, &image).await?;
+        remove_labelled(BASELINE_LABEL, "1").await?;
+        println!("  round {round}: docker run loop          {t:>8.2?}  (load {load})");
+        sequential.push(t);
+
+        let load = loadavg();
+        let t = docker_run_parallel(count, &image).await?;
+        remove_labelled(BASELINE_LABEL, "1").await?;
+        println!("  round {round}: docker run, xargs -P {PARALLEL}   {t:>8.2?}  (load {load})");
+        parallel.push(t);
+
+        let load = loadavg();
+        let (t, applied) = deploy(&mut client, count, round, &image).await?;
+        println!(
+            "  round {round}: constellation (1 agent)  {t:>8.2?}  (load {load}; the {count} applies took {applied:.2?})"
+        );
+        ours.push(t);
+        if round + 1 == ROUNDS {
+            rss_kib = self::rss_kib(pid)?;
+            let cpu_before = cpu_ticks(pid)?;
+            tokio::time::sleep(Duration::from_secs(10)).await;
+            idle_cpu = (cpu_ticks(pid)? - cpu_before) as f64 / ticks_per_second() / 10.0 * 100.0;
+        }
+        for i in 0..count {
+            client
+                .delete_service(pb::DeleteServiceRequest {
+                    name: service_name(round, i),
+                })
+                .await?;
+        }
+        // The agent stops what it ran before the next round starts.
+        let deadline = Instant::now() + Duration::from_secs(300);
+        while !docker::containers_with_label("constellation.node", &node)
+            .await?
+            .is_empty()
+            && Instant::now() < deadline
+        {
+            tokio::time::sleep(Duration::from_millis(250)).await;
+        }
+    }
+    let mean = |v: &[Duration]| v.iter().sum::<Duration>() / v.len() as u32;
+    let (seq, par, con) = (mean(&sequential), mean(&parallel), mean(&ours));
+    println!("mean of {ROUNDS} rounds:");
+    println!("  docker run loop:           {seq:>8.2?}");
+    println!("  docker run, xargs -P {PARALLEL}:    {par:>8.2?}");
+    println!(
+        "  constellation (1 agent):   {con:>8.2?}  ({:.2}x the loop, {:.2}x the parallel loop)",
+        con.as_secs_f64() / seq.as_secs_f64(),
+        con.as_secs_f64() / par.as_secs_f64()
+    );
+    println!(
+        "  agent RSS with {count} running: {:.1} MiB",
+        rss_kib as f64 / 1024.0
+    );
+    println!("  agent idle CPU over 10 s:  {idle_cpu:.2}%");
+    remove_labelled("constellation.node", &node).await?;
+    Ok(())
+}
+
+fn service_name(round: usize, i: usize) -> String {
+    format!("bench-{round}-{i}")
+}
+
+/// The 1-minute load average, as /proc/loadavg says.
+fn loadavg() -> String {
+    std::fs::read_to_string("/proc/loadavg")
+        .ok()
+        .and_then(|s| s.split_whitespace().next().map(str::to_owned))
+        .unwrap_or_else(|| "?".into())
+}
+
+/// Applies `count` single-container services and returns the time until all run,
+/// and how long the applies alone took.
+async fn deploy(
+    client: &mut ControlPlaneClient<Channel>,
+    count: usize,
+    round: usize,
+    image: &str,
+) -> anyhow::Result<(Duration, Duration)> {
     let started = Instant::now();
     for i in 0..count {
         let spec = pb::ServiceSpec {
-            name: format!("bench-{i}"),
-            image: image.clone(),
+            name: service_name(round, i),
+            image: image.to_owned(),
             command: ["sleep", "3600"].map(String::from).to_vec(),
             stop_grace_period: Some(pbjson_types::Duration {
                 seconds: 1,
@@ -43,6 +139,7 @@ pub async fn run(count: usize) -> anyhow::Result<()> {
             .await?;
     }
     let applied = started.elapsed();
+    let prefix = format!("bench-{round}-");
     loop {
         let allocs = client
             .list_allocations(pb::ListAllocationsRequest::default())
@@ -52,9 +149,10 @@ pub async fn run(count: usize) -> anyhow::Result<()> {
         let running = allocs
             .iter()
             .filter(|a| {
-                a.status
-                    .as_ref()
-                    .is_some_and(|s| s.state() == pb::AllocationState::Running)
+                a.service_name.starts_with(&prefix)
+                    && a.status
+                        .as_ref()
+                        .is_some_and(|s| s.state() == pb::AllocationState::Running)
             })
             .count();
         if running == count {
@@ -66,43 +164,22 @@ pub async fn run(count: usize) -> anyhow::Result<()> {
         );
         tokio::time::sleep(Duration::from_millis(100)).await;
     }
-    let constellation = started.elapsed();
-    let pid = agent.process.pid().context("agent pid")?;
-    let rss_kib = rss_kib(pid)?;
-    let cpu_before = cpu_ticks(pid)?;
-    tokio::time::sleep(Duration::from_secs(10)).await;
-    let idle_cpu = (cpu_ticks(pid)? - cpu_before) as f64 / ticks_per_second() / 10.0 * 100.0;
+    Ok((started.elapsed(), applied))
+}
 
-    for i in 0..count {
-        client
-            .delete_service(pb::DeleteServiceRequest {
-                name: format!("bench-{i}"),
-            })
-            .await?;
-    }
-    println!("{count} containers on one Docker engine");
-    println!("  docker run -d loop:        {:>8.2?}", baseline);
-    println!(
-        "  constellation (1 agent):   {:>8.2?}  ({:.2}x the loop; the {count} applies took {applied:.2?})",
-        constellation,
-        constellation.as_secs_f64() / baseline.as_secs_f64()
+/// Starts `count` containers with the Docker CLI, `PARALLEL` at a time (`xargs -P`),
+/// and returns the time until the last one is running.
+async fn docker_run_parallel(count: usize, image: &str) -> anyhow::Result<Duration> {
+    let script = format!(
+        "seq {count} | xargs -P {PARALLEL} -I{{}} docker run -d --label {BASELINE_LABEL}=1 {image} sleep 3600 >/dev/null"
     );
-    println!(
-        "  agent RSS with {count} running: {:.1} MiB",
-        rss_kib as f64 / 1024.0
-    );
-    println!("  agent idle CPU over 10 s:  {idle_cpu:.2}%");
-    // Give the agent time to stop what it ran before the processes go.
-    let deadline = Instant::now() + Duration::from_secs(120);
-    while !docker::containers_with_label("constellation.node", &node)
-        .await?
-        .is_empty()
-        && Instant::now() < deadline
-    {
-        tokio::time::sleep(Duration::from_millis(250)).await;
-    }
-    remove_labelled("constellation.node", &node).await?;
-    Ok(())
+    let started = Instant::now();
+    let status = tokio::process::Command::new("sh")
+        .args(["-c", &script])
+        .status()
+        .await?;
+    anyhow::ensure!(status.success(), "the parallel docker run failed");
+    Ok(started.elapsed())
 }
 
 /// Starts `count` containers one after the other with the Docker CLI, as an operator's
