@@ -8,6 +8,7 @@ pub mod config;
 pub mod error;
 pub mod http;
 pub mod metrics;
+pub mod openapi;
 pub mod traefik;
 pub mod upstream;
 pub mod view;

@@ -405,6 +405,18 @@ async fn every_route_answers_its_documented_shape() {
         404
     );
 
+    // The OpenAPI document describes every route of the table.
+    let openapi = get(&gw, "/api/v1/openapi.json").await.json();
+    assert_eq!(openapi["openapi"], "3.1.0");
+    for entry in api::table() {
+        let method = entry.route.method.as_str().to_lowercase();
+        assert!(
+            openapi["paths"][entry.route.path][&method].is_object(),
+            "{}",
+            entry.route.path
+        );
+    }
+
     // Prometheus text: per-route counters under the route template, view gauges.
     let metrics = get(&gw, "/metrics").await;
     assert_eq!(metrics.status, 200);

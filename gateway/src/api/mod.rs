@@ -208,6 +208,13 @@ pub fn table() -> Vec<Entry> {
         ),
         entry(
             M::GET,
+            "/api/v1/openapi.json",
+            Public,
+            "This API as an OpenAPI 3.1 document",
+            crate::openapi::handler,
+        ),
+        entry(
+            M::GET,
             "/metrics",
             Read,
             "Prometheus metrics of the gateway",
