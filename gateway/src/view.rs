@@ -18,7 +18,7 @@ use constellation_proto::v1::{
     ListAllocationsResponse, ListLeasesResponse, ListMigrationsResponse, ListNodesResponse,
     ListServicesResponse, Migration, Node, Service, event::Payload,
 };
-use std::collections::BTreeMap;
+use std::collections::{BTreeMap, BTreeSet};
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
@@ -79,6 +79,10 @@ pub struct View {
     node_names: BTreeMap<String, String>,
     /// By allocation id; terminal allocations included while the control plane keeps them.
     allocations: BTreeMap<String, Allocation>,
+    /// Allocation ids by service name and by node id, so per-service and per-node
+    /// reads do not scan every allocation.
+    allocs_by_service: BTreeMap<String, BTreeSet<String>>,
+    allocs_by_node: BTreeMap<String, BTreeSet<String>>,
     leases: BTreeMap<String, Lease>,
     /// By migration id.
     migrations: BTreeMap<String, Migration>,
@@ -107,7 +111,7 @@ impl View {
             view.put_node(node);
         }
         for alloc in lists.allocations.allocations {
-            view.allocations.insert(alloc.id.clone(), alloc);
+            view.put_allocation(alloc);
         }
         for lease in lists.leases.leases {
             view.leases.insert(lease.name.clone(), lease);
@@ -150,9 +154,9 @@ impl View {
             Payload::Allocation(e) => {
                 let Some(alloc) = &e.allocation else { return };
                 if e.kind() == ChangeKind::Deleted {
-                    self.allocations.remove(&alloc.id);
+                    self.remove_allocation(&alloc.id);
                 } else {
-                    self.allocations.insert(alloc.id.clone(), alloc.clone());
+                    self.put_allocation(alloc.clone());
                 }
             }
             Payload::Health(e) => {
@@ -221,6 +225,20 @@ impl View {
         self.index = self.index.max(index);
     }
 
+    fn put_allocation(&mut self, alloc: Allocation) {
+        self.remove_allocation(&alloc.id);
+        index_insert(&mut self.allocs_by_service, &alloc.service_name, &alloc.id);
+        index_insert(&mut self.allocs_by_node, &alloc.node_id, &alloc.id);
+        self.allocations.insert(alloc.id.clone(), alloc);
+    }
+
+    fn remove_allocation(&mut self, id: &str) {
+        if let Some(old) = self.allocations.remove(id) {
+            index_remove(&mut self.allocs_by_service, &old.service_name, id);
+            index_remove(&mut self.allocs_by_node, &old.node_id, id);
+        }
+    }
+
     fn put_node(&mut self, node: Node) {
         let Some(name) = node.description.as_ref().map(|d| d.name.clone()) else {
             return;
@@ -265,21 +283,25 @@ impl View {
     /// The allocations of one service, by id.
     pub fn allocations_of_service<'a>(
         &'a self,
-        service: &'a str,
+        service: &str,
     ) -> impl Iterator<Item = &'a Allocation> + 'a {
-        self.allocations
-            .values()
-            .filter(move |a| a.service_name == service)
+        self.allocs_by_service
+            .get(service)
+            .into_iter()
+            .flatten()
+            .filter_map(|id| self.allocations.get(id))
     }
 
     /// The allocations placed on the node with this id, by allocation id.
     pub fn allocations_of_node<'a>(
         &'a self,
-        node_id: &'a str,
+        node_id: &str,
     ) -> impl Iterator<Item = &'a Allocation> + 'a {
-        self.allocations
-            .values()
-            .filter(move |a| a.node_id == node_id)
+        self.allocs_by_node
+            .get(node_id)
+            .into_iter()
+            .flatten()
+            .filter_map(|id| self.allocations.get(id))
     }
 
     /// Every held lease, by name.
@@ -313,6 +335,23 @@ impl View {
         View {
             cluster: None,
             ..self.clone()
+        }
+    }
+}
+
+fn index_insert(index: &mut BTreeMap<String, BTreeSet<String>>, key: &str, id: &str) {
+    index
+        .entry(key.to_owned())
+        .or_default()
+        .insert(id.to_owned());
+}
+
+/// Removes `id` under `key`, and the key once empty (so equal views compare equal).
+fn index_remove(index: &mut BTreeMap<String, BTreeSet<String>>, key: &str, id: &str) {
+    if let Some(ids) = index.get_mut(key) {
+        ids.remove(id);
+        if ids.is_empty() {
+            index.remove(key);
         }
     }
 }
