@@ -442,8 +442,8 @@ fn cgroup_roots() -> Vec<PathBuf> {
     roots
 }
 
-/// The top-level cgroup directories named like the slot's hosts.
-fn cgroup_dirs_of(slot: u8, host: Option<&str>) -> Vec<PathBuf> {
+/// The top-level cgroup directories named like the slot's hosts, in every hierarchy.
+fn cgroup_dirs_of(slot: u8) -> Vec<PathBuf> {
     let mut out = Vec::new();
     for root in cgroup_roots() {
         let Ok(entries) = fs::read_dir(&root) else {
@@ -451,11 +451,7 @@ fn cgroup_dirs_of(slot: u8, host: Option<&str>) -> Vec<PathBuf> {
         };
         for entry in entries.flatten() {
             let name = entry.file_name().to_string_lossy().into_owned();
-            let wanted = match host {
-                Some(h) => name == h,
-                None => is_host_name_of(slot, &name),
-            };
-            if wanted && entry.path().is_dir() {
+            if is_host_name_of(slot, &name) && entry.path().is_dir() {
                 out.push(entry.path());
             }
         }
@@ -615,7 +611,7 @@ fn clean_slot(slot: u8) -> anyhow::Result<()> {
             break;
         }
     }
-    for cgroup in cgroup_dirs_of(slot, None) {
+    for cgroup in cgroup_dirs_of(slot) {
         if let Err(err) = remove_cgroup_tree(&cgroup) {
             problems.push(format!("removing cgroup {}: {err}", cgroup.display()));
         }
@@ -665,7 +661,7 @@ fn leftovers_unlocked(slot: u8) -> Vec<String> {
     if forward_rule_present(slot) {
         out.push(format!("iptables FORWARD rule {}", rule_comment(slot)));
     }
-    for cgroup in cgroup_dirs_of(slot, None) {
+    for cgroup in cgroup_dirs_of(slot) {
         out.push(format!("cgroup {}", cgroup.display()));
     }
     for host_dir in host_dirs(slot) {

@@ -408,11 +408,18 @@ async fn teardown_leaves_nothing_behind_even_after_a_panic() -> anyhow::Result<(
     print_timings(test, &hosts);
     let slot = hosts.slot();
     // Make every kind of state: containers (overlay and netns mounts, shim sockets,
-    // cgroups), a partition (iptables inside a namespace), a killed host.
+    // cgroups), a partition (iptables inside a namespace), a crashed host.
     run_httpd(&hosts.hosts()[0].docker().await?, "web", None).await?;
-    run_httpd(&hosts.hosts()[1].docker().await?, "web", None).await?;
+    let (_, port) = run_httpd(&hosts.hosts()[1].docker().await?, "web", None).await?;
+    root_wait_serving(hosts.hosts()[1].addr(), port).await?;
     hosts.host_mut(0).partition()?;
-    hosts.host_mut(1).kill().await?;
+    hosts.host_mut(1).crash().await?;
+    // A crashed host is silent: no refusal, no answer.
+    assert_eq!(
+        root_get(hosts.hosts()[1].addr(), port, PROBE_TIMEOUT).await?,
+        None
+    );
+    assert!(hosts.hosts()[1].pids().is_empty());
     let before = hosts::leftovers_of_free_slot(slot)?;
     assert_eq!(before, None, "the slot is locked while in use");
     let dropped_at = Instant::now();
