@@ -348,8 +348,12 @@ struct Fragment {
     protocol: Protocol,
     kind: Kind,
     name: String,
+    /// `"name":`, escaped once here rather than at every assembly.
+    key: Vec<u8>,
     value: Value,
     json: Vec<u8>,
+    /// A router's service.
+    service: Option<String>,
 }
 
 /// The maps of a protocol section, in the document's (sorted) key order.
@@ -415,12 +419,24 @@ fn service_part(
                             continue;
                         }
                         let json = serde_json::to_vec(&value).expect("a tree serialises");
+                        let mut key = Vec::with_capacity(name.len() + 3);
+                        write_key(&mut key, &name);
+                        let service = match kind {
+                            Kind::Routers => value
+                                .as_obj()
+                                .and_then(|r| r.get("service"))
+                                .and_then(Value::as_str)
+                                .map(str::to_owned),
+                            _ => None,
+                        };
                         entries.push(Fragment {
                             protocol,
                             kind,
                             name,
+                            key,
                             value,
                             json,
+                            service,
                         });
                     }
                 }
@@ -470,8 +486,8 @@ fn resolve<'a>(
     None
 }
 
-/// A name kept in the document and its serialised definition.
-type Entry<'a> = (&'a str, Cow<'a, [u8]>);
+/// A name kept in the document (as its serialised `"name":`) and its definition.
+type Entry<'a> = (&'a [u8], Cow<'a, [u8]>);
 
 /// Writes the document from the index: one definition per name (shared identical ones
 /// once, load balancers identical apart from their servers merged, anything else a
@@ -505,19 +521,14 @@ fn assemble(mut errors: Vec<RenderError>, index: &Index) -> Rendered {
                         services.insert(name.as_str());
                     }
                     Kind::Routers => {
-                        let service = definitions[0]
-                            .fragment()
-                            .value
-                            .as_obj()
-                            .and_then(|r| r.get("service"))
-                            .and_then(Value::as_str);
+                        let service = definitions[0].fragment().service.as_deref();
                         if !service.is_some_and(|s| s.contains('@') || services.contains(s)) {
                             continue;
                         }
                     }
                     Kind::Middlewares => {}
                 }
-                out.push((name.as_str(), fragment));
+                out.push((definitions[0].fragment().key.as_slice(), fragment));
             }
             by_kind.insert(kind, out);
         }
@@ -546,7 +557,7 @@ fn assemble(mut errors: Vec<RenderError>, index: &Index) -> Rendered {
                 if j > 0 {
                     json.push(b',');
                 }
-                write_key(&mut json, name);
+                json.extend_from_slice(name);
                 json.extend_from_slice(fragment);
             }
             json.push(b'}');
