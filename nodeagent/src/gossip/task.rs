@@ -14,7 +14,7 @@ use crate::Result;
 use foca::{AccumulatingRuntime, Foca, OwnedNotification, State, Timer};
 use rand::SeedableRng;
 use rand::rngs::SmallRng;
-use std::collections::HashMap;
+use std::collections::{HashMap, VecDeque};
 use std::hash::BuildHasher;
 use std::net::SocketAddr;
 use std::sync::Arc;
@@ -28,6 +28,11 @@ use tokio_util::sync::CancellationToken;
 /// How often suspicion changes are looked for (foca does not notify them) and joining
 /// is retried. Suspicion is advisory, so a fifth of a second is timely enough.
 const SCAN_PERIOD: Duration = Duration::from_millis(200);
+/// Direct pushes of our items sent per scan (50 a second). When many members join at
+/// once (a cold start, or a wave of rejoins after an overload) pushing to each at once
+/// would add a datagram per member per join to the storm; spread out, a new member of a
+/// 200-node cluster still has everyone's items within about four seconds.
+const PUSHES_PER_SCAN: usize = 10;
 
 type Swim = Foca<NodeIdentity, GossipCodec, SmallRng, Handler>;
 
@@ -54,6 +59,8 @@ pub struct GossipTask {
     health_counter: u64,
     /// Our own items, each length-prefixed, as sent directly to members that join.
     own_items: Vec<Vec<u8>>,
+    /// Members that joined and still need our items, oldest first, each once.
+    pending_pushes: VecDeque<SocketAddr>,
     send_buf: Vec<u8>,
     current: watch::Sender<NodeIdentity>,
 }
@@ -100,6 +107,7 @@ impl GossipTask {
             health: HealthDigest::default(),
             health_counter: 0,
             own_items: Vec::new(),
+            pending_pushes: VecDeque::new(),
             current,
         })
     }
@@ -299,6 +307,12 @@ impl GossipTask {
         for event in changes {
             self.emit(event);
         }
+        for _ in 0..PUSHES_PER_SCAN {
+            let Some(to) = self.pending_pushes.pop_front() else {
+                break;
+            };
+            self.push_own_items(to).await;
+        }
         let retry_due = self
             .last_announce
             .is_none_or(|at| at.elapsed() >= self.config.join_retry);
@@ -374,7 +388,11 @@ impl GossipTask {
                 tracing::debug!(member = %id, "gossip: member up");
                 // A member that just joined has none of our items: hand them over
                 // directly rather than hoping a later gossip round reaches it.
-                self.push_own_items(id.addr).await;
+                if !self.pending_pushes.contains(&id.addr)
+                    && self.pending_pushes.len() < self.config.max_nodes
+                {
+                    self.pending_pushes.push_back(id.addr);
+                }
                 self.emit(GossipEvent::Up(id));
             }
             OwnedNotification::MemberDown(id) => {
