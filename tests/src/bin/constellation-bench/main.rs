@@ -16,6 +16,12 @@
 //! time from killing a member until others report it down (p50, p99), and false
 //! positives over the whole run (see `gossip.rs` for how bytes are counted).
 //!
+//! `constellation-bench traefik [--services 10000] [--replicas 3] [--seconds 5]
+//! [--clients 1,8,32] [--changes 20]`: the Traefik document of a view built in-process
+//! (no cluster): render time, `GET /traefik` latency from concurrent keep-alive
+//! pollers against the gateway's router on loopback, and the time from one health
+//! change to the first poll that shows it.
+//!
 //! Build the binaries in release mode first; the bench starts the control plane from
 //! the same target directory as itself:
 //!
@@ -33,6 +39,7 @@ use tonic::transport::Channel;
 
 mod containers;
 mod gossip;
+mod traefik;
 
 #[derive(Parser)]
 struct Args {
@@ -56,6 +63,22 @@ enum Bench {
     Containers {
         #[arg(long, default_value_t = 100)]
         count: usize,
+    },
+    /// Render time and `GET /traefik` latency for a large in-process view.
+    Traefik {
+        #[arg(long, default_value_t = 10_000)]
+        services: usize,
+        #[arg(long, default_value_t = 3)]
+        replicas: usize,
+        /// Seconds of polling per concurrency level.
+        #[arg(long, default_value_t = 5)]
+        seconds: u64,
+        /// Concurrent pollers per level.
+        #[arg(long, value_delimiter = ',', default_value = "1,8,32")]
+        clients: Vec<usize>,
+        /// Health changes timed until the new document is served.
+        #[arg(long, default_value_t = 20)]
+        changes: usize,
     },
     /// Bytes per member, detection time and false positives of N gossip members.
     Gossip {
@@ -84,6 +107,13 @@ async fn main() -> anyhow::Result<()> {
     match Args::parse().bench {
         Bench::Raft { seconds, clients } => raft(Duration::from_secs(seconds), &clients).await,
         Bench::Containers { count } => containers::run(count).await,
+        Bench::Traefik {
+            services,
+            replicas,
+            seconds,
+            clients,
+            changes,
+        } => traefik::run(services, replicas, seconds, &clients, changes).await,
         Bench::Gossip {
             members,
             duration,
