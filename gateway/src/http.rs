@@ -40,6 +40,8 @@ pub struct AppState {
     pub event_streams: Arc<Semaphore>,
     /// Request counters and latencies for `/metrics`.
     pub metrics: Arc<crate::metrics::Metrics>,
+    /// `GET /api/v1/services` as last rendered, with the view it was rendered from.
+    pub services_cache: Arc<tokio::sync::Mutex<Option<(Arc<crate::view::View>, bytes::Bytes)>>>,
 }
 
 impl AppState {
@@ -51,6 +53,7 @@ impl AppState {
             origins: Arc::new(Vec::new()),
             event_streams: Arc::new(Semaphore::new(crate::api::events::MAX_STREAMS)),
             metrics: Arc::new(crate::metrics::Metrics::default()),
+            services_cache: Arc::default(),
         }
     }
 

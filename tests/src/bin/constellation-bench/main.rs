@@ -22,6 +22,10 @@
 //! pollers against the gateway's router on loopback, and the time from one health
 //! change to the first poll that shows it.
 //!
+//! `constellation-bench rest [--services 10000] [--replicas 3] [--seconds 5]
+//! [--clients 1,8]`: `GET /api/v1/services` against the gateway's router on loopback,
+//! over a view built in-process: requests per second, p50 and p99.
+//!
 //! Build the binaries in release mode first; the bench starts the control plane from
 //! the same target directory as itself:
 //!
@@ -39,6 +43,7 @@ use tonic::transport::Channel;
 
 mod containers;
 mod gossip;
+mod rest;
 mod traefik;
 
 #[derive(Parser)]
@@ -80,6 +85,19 @@ enum Bench {
         #[arg(long, default_value_t = 20)]
         changes: usize,
     },
+    /// `GET /api/v1/services` requests per second and latency for a large in-process view.
+    Rest {
+        #[arg(long, default_value_t = 10_000)]
+        services: usize,
+        #[arg(long, default_value_t = 3)]
+        replicas: usize,
+        /// Seconds of load per concurrency level.
+        #[arg(long, default_value_t = 5)]
+        seconds: u64,
+        /// Concurrent clients per level.
+        #[arg(long, value_delimiter = ',', default_value = "1,8")]
+        clients: Vec<usize>,
+    },
     /// Bytes per member, detection time and false positives of N gossip members.
     Gossip {
         #[arg(long, default_value_t = 200)]
@@ -107,6 +125,12 @@ async fn main() -> anyhow::Result<()> {
     match Args::parse().bench {
         Bench::Raft { seconds, clients } => raft(Duration::from_secs(seconds), &clients).await,
         Bench::Containers { count } => containers::run(count).await,
+        Bench::Rest {
+            services,
+            replicas,
+            seconds,
+            clients,
+        } => rest::run(services, replicas, seconds, &clients).await,
         Bench::Traefik {
             services,
             replicas,
