@@ -105,6 +105,10 @@ pub async fn run(options: Options) -> anyhow::Result<()> {
         if i == 0 {
             bench.seed = bench.handle(0).identity().addr;
         }
+        // 50 joins a second: a whole cluster starting within a second, all through one
+        // seed, on two shared CPUs, is a storm of feeds and pushes this bench is not
+        // about (its false downs are printed separately below).
+        tokio::time::sleep(Duration::from_millis(20)).await;
     }
     let converge_started = Instant::now();
     bench.wait_converged().await?;
@@ -326,7 +330,7 @@ impl Bench {
 
     async fn wait_converged(&mut self) -> anyhow::Result<()> {
         let n = self.options.members;
-        let deadline = Instant::now() + Duration::from_secs(180);
+        let deadline = Instant::now() + Duration::from_secs(300);
         loop {
             let mut lagging = 0;
             for m in self.members.iter().flatten() {
@@ -346,7 +350,7 @@ impl Bench {
             }
             anyhow::ensure!(
                 Instant::now() < deadline,
-                "{lagging} members still do not see all the others after 3 minutes"
+                "{lagging} members still do not see all the others after 5 minutes"
             );
             self.idle_for(Duration::from_millis(500)).await;
         }
