@@ -233,24 +233,32 @@ impl Renderer {
                 self.unindex(&name, memo.part.as_ref());
             }
         }
+        // Which services changed: the memo and the services walked side by side (both
+        // in name order), so unchanged services cost a comparison of their inputs.
         let none: Vec<Backend> = Vec::new();
+        let mut changed = Vec::new();
+        let mut memo = self.memo.iter().peekable();
         for (name, service) in services {
             let Some(spec) = service.spec.as_ref() else {
                 continue;
             };
             let backends = backends.get(name.as_str()).unwrap_or(&none);
-            if let Some(memo) = self.memo.get(name)
-                && memo.labels == spec.labels
-                && memo.ports == spec.ports
-                && memo.backends.len() == backends.len()
-                && memo
-                    .backends
-                    .iter()
-                    .zip(backends)
-                    .all(|(k, b)| k.matches(b))
-            {
-                continue;
+            while memo.next_if(|(m, _)| m.as_str() < name.as_str()).is_some() {}
+            let unchanged = memo.next_if(|(m, _)| *m == name).is_some_and(|(_, memo)| {
+                memo.labels == spec.labels
+                    && memo.ports == spec.ports
+                    && memo.backends.len() == backends.len()
+                    && memo
+                        .backends
+                        .iter()
+                        .zip(backends)
+                        .all(|(k, b)| k.matches(b))
+            });
+            if !unchanged {
+                changed.push((name, spec, backends));
             }
+        }
+        for (name, spec, backends) in changed {
             let part = service_part(name, spec, backends, &self.options).map(Arc::new);
             if let Some(old) = self.memo.remove(name) {
                 self.unindex(name, old.part.as_ref());
@@ -457,7 +465,7 @@ fn resolve<'a>(
     errors: &mut Vec<RenderError>,
 ) -> Option<Cow<'a, [u8]>> {
     let first = definitions[0].fragment();
-    if definitions.iter().all(|d| d.fragment().json == first.json) {
+    if definitions.len() == 1 || definitions.iter().all(|d| d.fragment().json == first.json) {
         return Some(Cow::Borrowed(first.json.as_slice()));
     }
     if kind == Kind::Services
@@ -508,7 +516,7 @@ fn assemble(mut errors: Vec<RenderError>, index: &Index) -> Rendered {
     for protocol in Protocol::ALL {
         let mut resolved: Vec<(Kind, Vec<Entry>)> = Vec::new();
         // Services first: routers are kept only when their service is.
-        let mut services = BTreeSet::new();
+        let mut services: FastMap<&str, ()> = FastMap::default();
         let mut by_kind: BTreeMap<Kind, Vec<Entry>> = BTreeMap::new();
         for kind in [Kind::Services, Kind::Middlewares, Kind::Routers] {
             let mut out = Vec::new();
@@ -518,11 +526,11 @@ fn assemble(mut errors: Vec<RenderError>, index: &Index) -> Rendered {
                 };
                 match kind {
                     Kind::Services => {
-                        services.insert(name.as_str());
+                        services.insert(name.as_str(), ());
                     }
                     Kind::Routers => {
                         let service = definitions[0].fragment().service.as_deref();
-                        if !service.is_some_and(|s| s.contains('@') || services.contains(s)) {
+                        if !service.is_some_and(|s| s.contains('@') || services.contains_key(s)) {
                             continue;
                         }
                     }
@@ -579,6 +587,31 @@ fn write_key(out: &mut Vec<u8>, key: &str) {
     out.push(b':');
 }
 
+/// FNV-1a: the maps below are keyed by names and ids from the control plane (not by
+/// anything a client sends), rebuilt on every render, where SipHash's cost shows.
+#[derive(Debug, Clone, Copy)]
+struct Fnv(u64);
+
+impl Default for Fnv {
+    fn default() -> Self {
+        Fnv(0xcbf2_9ce4_8422_2325)
+    }
+}
+
+impl std::hash::Hasher for Fnv {
+    fn write(&mut self, bytes: &[u8]) {
+        for byte in bytes {
+            self.0 = (self.0 ^ u64::from(*byte)).wrapping_mul(0x0100_0000_01b3);
+        }
+    }
+
+    fn finish(&self) -> u64 {
+        self.0
+    }
+}
+
+type FastMap<K, V> = HashMap<K, V, std::hash::BuildHasherDefault<Fnv>>;
+
 /// An allocation that may receive traffic, with the node it runs on.
 #[derive(Clone, Copy)]
 struct Backend<'a> {
@@ -608,16 +641,16 @@ pub fn is_routable(allocation: &pb::Allocation, node: &pb::Node) -> bool {
 fn routable_backends<'a>(
     nodes: &'a BTreeMap<String, pb::Node>,
     allocations: &'a BTreeMap<String, pb::Allocation>,
-) -> HashMap<&'a str, Vec<Backend<'a>>> {
-    let mut by_id: HashMap<&str, &pb::Node> = HashMap::with_capacity(nodes.len());
-    let mut by_name: HashMap<&str, &pb::Node> = HashMap::with_capacity(nodes.len());
+) -> FastMap<&'a str, Vec<Backend<'a>>> {
+    let mut by_id: FastMap<&str, &pb::Node> = FastMap::default();
+    let mut by_name: FastMap<&str, &pb::Node> = FastMap::default();
     for node in nodes.values() {
         by_id.insert(node.id.as_str(), node);
         if let Some(d) = node.description.as_ref() {
             by_name.insert(d.name.as_str(), node);
         }
     }
-    let mut out: HashMap<&str, Vec<Backend>> = HashMap::new();
+    let mut out: FastMap<&str, Vec<Backend>> = FastMap::default();
     for allocation in allocations.values() {
         let node = by_id
             .get(allocation.node_id.as_str())
