@@ -26,6 +26,9 @@ pub const BODY_LIMIT: usize = 1024 * 1024;
 /// Longest a request may take before it gets 408 (streams: until their headers).
 pub const REQUEST_TIMEOUT: Duration = Duration::from_secs(30);
 
+/// A list answer rendered once, with the view it was rendered from.
+pub type RenderedList = (Arc<crate::view::View>, bytes::Bytes);
+
 /// What every handler may use: the published view, the event broadcast, the
 /// control-plane client and the edge's settings. Cheap to clone.
 #[derive(Clone, Debug)]
@@ -41,7 +44,7 @@ pub struct AppState {
     /// Request counters and latencies for `/metrics`.
     pub metrics: Arc<crate::metrics::Metrics>,
     /// `GET /api/v1/services` as last rendered, with the view it was rendered from.
-    pub services_cache: Arc<tokio::sync::Mutex<Option<(Arc<crate::view::View>, bytes::Bytes)>>>,
+    pub services_cache: Arc<tokio::sync::Mutex<Option<RenderedList>>>,
 }
 
 impl AppState {
