@@ -167,6 +167,48 @@ impl Metrics {
     }
 }
 
+/// One figure read off a rendered Traefik document.
+type DocumentFigure = fn(&crate::traefik::serve::Document) -> f64;
+
+/// The Traefik provider's latest documents: render time, size, view index, errors.
+pub fn traefik_gauges(provider: &crate::traefik::Provider) -> String {
+    use crate::traefik::TraefikVersion;
+    let documents: Vec<_> = [TraefikVersion::V2, TraefikVersion::V3]
+        .into_iter()
+        .filter_map(|v| provider.latest(v).map(|d| (v.label(), d)))
+        .collect();
+    let mut out = String::new();
+    let series: [(&str, &str, DocumentFigure); 4] = [
+        (
+            "constellation_gateway_traefik_render_seconds",
+            "How long the latest Traefik document took to render.",
+            |d| d.took.as_secs_f64(),
+        ),
+        (
+            "constellation_gateway_traefik_document_bytes",
+            "Size of the latest Traefik document (uncompressed).",
+            |d| d.json.len() as f64,
+        ),
+        (
+            "constellation_gateway_traefik_document_index",
+            "View index the latest Traefik document was rendered from.",
+            |d| d.index as f64,
+        ),
+        (
+            "constellation_gateway_traefik_render_errors",
+            "Services or definitions left out of the latest document (bad labels, conflicts).",
+            |d| d.errors.len() as f64,
+        ),
+    ];
+    for (name, help, value) in series {
+        let _ = writeln!(out, "# HELP {name} {help}\n# TYPE {name} gauge");
+        for (version, document) in &documents {
+            let _ = writeln!(out, "{name}{{version=\"{version}\"}} {}", value(document));
+        }
+    }
+    out
+}
+
 fn gauge(out: &mut String, name: &str, help: &str, value: f64) {
     let _ = writeln!(
         out,
@@ -200,8 +242,14 @@ pub async fn record(State(state): State<AppState>, request: Request, next: Next)
 }
 
 /// `GET /metrics`.
-pub async fn handler(State(state): State<AppState>) -> Response {
-    let text = state.metrics.render(&state.snapshot());
+pub async fn handler(
+    State(state): State<AppState>,
+    traefik: Option<axum::Extension<std::sync::Arc<crate::traefik::Provider>>>,
+) -> Response {
+    let mut text = state.metrics.render(&state.snapshot());
+    if let Some(axum::Extension(provider)) = traefik {
+        text.push_str(&traefik_gauges(&provider));
+    }
     (
         [(
             axum::http::header::CONTENT_TYPE,

@@ -298,3 +298,26 @@ async fn gzip_clients_get_the_precompressed_copy() {
         );
     }
 }
+
+#[tokio::test]
+async fn metrics_report_the_latest_render() {
+    let (tx, provider, router) = setup();
+    assert!(
+        !constellation_gateway::metrics::traefik_gauges(&provider).contains("{version="),
+        "no document yet, no series"
+    );
+    publish(&tx, &web_state(), 7);
+    assert_eq!(get(&router, "/traefik").await.0, StatusCode::OK);
+    let text = constellation_gateway::metrics::traefik_gauges(&provider);
+    let value = |name: &str| -> f64 {
+        let prefix = format!("{name}{{version=\"v3\"}} ");
+        let line = text.lines().find(|l| l.starts_with(&prefix));
+        line.unwrap_or_else(|| panic!("{name} in {text}"))[prefix.len()..]
+            .parse()
+            .unwrap()
+    };
+    assert!(value("constellation_gateway_traefik_render_seconds") > 0.0);
+    assert!(value("constellation_gateway_traefik_document_bytes") > 2.0);
+    assert_eq!(value("constellation_gateway_traefik_document_index"), 7.0);
+    assert_eq!(value("constellation_gateway_traefik_render_errors"), 0.0);
+}
