@@ -197,24 +197,63 @@ pub mod docker {
             if self.docker.take().is_none() {
                 return;
             }
-            // We cannot await here, and the test's runtime may be single-threaded and is
-            // blocked in this drop, so use a fresh client on a fresh runtime in a thread.
             let name = std::mem::take(&mut self.name);
-            let result = std::thread::spawn(move || -> anyhow::Result<()> {
-                let rt = tokio::runtime::Builder::new_current_thread()
-                    .enable_all()
-                    .build()?;
-                rt.block_on(async {
-                    let docker = connect().await?;
-                    force_remove(&docker, &name).await
-                })
-            })
-            .join();
-            match result {
-                Ok(Ok(())) => {}
-                Ok(Err(err)) => eprintln!("warning: cleanup of test container failed: {err:#}"),
-                Err(_) => eprintln!("warning: cleanup thread for test container panicked"),
+            cleanup_in_thread("test container", async move {
+                let docker = connect().await?;
+                force_remove(&docker, &name).await
+            });
+        }
+    }
+
+    /// Removes, when dropped, every container of the named Constellation nodes: what
+    /// a test's agents leave on the engine when they are stopped (or killed) before
+    /// they have removed their containers. Declare it before the agents, so it drops
+    /// after them.
+    pub struct NodeContainersGuard {
+        nodes: Vec<String>,
+    }
+
+    impl NodeContainersGuard {
+        pub fn new<S: AsRef<str>>(nodes: &[S]) -> Self {
+            Self {
+                nodes: nodes.iter().map(|n| n.as_ref().to_owned()).collect(),
             }
+        }
+    }
+
+    impl Drop for NodeContainersGuard {
+        fn drop(&mut self) {
+            let nodes = std::mem::take(&mut self.nodes);
+            cleanup_in_thread("containers of test nodes", async move {
+                let docker = connect().await?;
+                for node in &nodes {
+                    for name in containers_with_label("constellation.node", node).await? {
+                        force_remove(&docker, name.trim_start_matches('/')).await?;
+                    }
+                }
+                Ok(())
+            });
+        }
+    }
+
+    /// Runs a cleanup from a `Drop`: we cannot await there, and the test's runtime may
+    /// be single-threaded and blocked in the drop, so it runs on a fresh runtime in a
+    /// thread. Failures are printed, not raised.
+    fn cleanup_in_thread(
+        what: &'static str,
+        cleanup: impl std::future::Future<Output = anyhow::Result<()>> + Send + 'static,
+    ) {
+        let result = std::thread::spawn(move || -> anyhow::Result<()> {
+            tokio::runtime::Builder::new_current_thread()
+                .enable_all()
+                .build()?
+                .block_on(cleanup)
+        })
+        .join();
+        match result {
+            Ok(Ok(())) => {}
+            Ok(Err(err)) => eprintln!("warning: cleanup of {what} failed: {err:#}"),
+            Err(_) => eprintln!("warning: cleanup thread for {what} panicked"),
         }
     }
 

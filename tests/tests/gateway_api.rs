@@ -179,6 +179,7 @@ async fn every_route_answers_its_documented_shape() {
         .unwrap();
     let node_a = docker::unique_name("gwa");
     let node_b = docker::unique_name("gwb");
+    let _containers = docker::NodeContainersGuard::new(&[&node_a, &node_b]);
     let _a = Agent::start(&node_a, &cp.api_addr, &dir.path().join("sa"))
         .await
         .unwrap();
