@@ -1,6 +1,7 @@
 //! Shared helpers for Constellation's integration tests (crate `constellation-tests`).
 //!
 //! Owns:
+//! - [`api`]: clients of a running control plane's gRPC API.
 //! - [`binaries`]: starting the real Constellation binaries on kernel-chosen ports and
 //!   stopping them.
 //! - [`http`]: a small HTTP/1.1 client for the gateway's REST routes and streams.
@@ -13,6 +14,7 @@
 
 #![forbid(unsafe_code)]
 
+pub mod api;
 pub mod binaries;
 pub mod hosts;
 pub mod http;

@@ -3,20 +3,11 @@
 //! its reported endpoint, and is removed when the service is deleted.
 
 use constellation_proto::v1 as pb;
-use constellation_proto::v1::control_plane_client::ControlPlaneClient;
+use constellation_tests::api::{allocations, client};
 use constellation_tests::binaries::{Agent, ControlPlane};
 use constellation_tests::docker;
 use std::time::{Duration, Instant};
 use tokio::io::{AsyncReadExt, AsyncWriteExt};
-use tonic::transport::Channel;
-
-fn client(addr: &str) -> ControlPlaneClient<Channel> {
-    let channel = Channel::from_shared(format!("http://{addr}"))
-        .unwrap()
-        .timeout(Duration::from_secs(10))
-        .connect_lazy();
-    ControlPlaneClient::new(channel)
-}
 
 fn web(name: &str) -> pb::ServiceSpec {
     let secs = |s| {
@@ -49,18 +40,6 @@ fn web(name: &str) -> pb::ServiceSpec {
         stop_grace_period: secs(1),
         ..Default::default()
     }
-}
-
-async fn allocations(addr: &str, service: &str) -> Vec<pb::Allocation> {
-    client(addr)
-        .list_allocations(pb::ListAllocationsRequest {
-            service_name: service.into(),
-            ..Default::default()
-        })
-        .await
-        .unwrap()
-        .into_inner()
-        .allocations
 }
 
 async fn http_get(addr: &str) -> String {

@@ -12,7 +12,7 @@ use bollard::query_parameters::{
     ImportImageOptionsBuilder, ListContainersOptionsBuilder, RemoveContainerOptionsBuilder,
 };
 use constellation_proto::v1 as pb;
-use constellation_proto::v1::control_plane_client::ControlPlaneClient;
+use constellation_tests::api::client;
 use constellation_tests::binaries::{Agent, ControlPlane};
 use constellation_tests::docker::{self, Docker};
 use futures::StreamExt;
@@ -20,7 +20,6 @@ use std::collections::HashMap;
 use std::path::{Path, PathBuf};
 use std::process::{Child, Command, Stdio};
 use std::time::{Duration, Instant};
-use tonic::transport::Channel;
 
 fn find_binary(name: &str) -> Option<PathBuf> {
     let path = std::env::var_os("PATH").unwrap_or_default();
@@ -171,14 +170,6 @@ impl Drop for PrivateEngine {
         .join();
         self.stop();
     }
-}
-
-fn client(addr: &str) -> ControlPlaneClient<Channel> {
-    let channel = Channel::from_shared(format!("http://{addr}"))
-        .unwrap()
-        .timeout(Duration::from_secs(10))
-        .connect_lazy();
-    ControlPlaneClient::new(channel)
 }
 
 async fn allocation(addr: &str, service: &str) -> Option<pb::Allocation> {

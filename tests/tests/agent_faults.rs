@@ -5,22 +5,13 @@
 
 use bollard::query_parameters::{EventsOptionsBuilder, ListContainersOptionsBuilder};
 use constellation_proto::v1 as pb;
-use constellation_proto::v1::control_plane_client::ControlPlaneClient;
+use constellation_tests::api::{allocations, client};
 use constellation_tests::binaries::{Agent, ControlPlane};
 use constellation_tests::docker::{self, Docker};
 use futures::{FutureExt, StreamExt};
 use std::collections::{BTreeMap, HashMap};
 use std::time::{Duration, Instant};
 use tokio::io::{AsyncReadExt, AsyncWriteExt};
-use tonic::transport::Channel;
-
-fn client(addr: &str) -> ControlPlaneClient<Channel> {
-    let channel = Channel::from_shared(format!("http://{addr}"))
-        .unwrap()
-        .timeout(Duration::from_secs(10))
-        .connect_lazy();
-    ControlPlaneClient::new(channel)
-}
 
 fn dur(ms: u64) -> Option<pbjson_types::Duration> {
     Some(pbjson_types::Duration {
@@ -72,18 +63,6 @@ async fn apply(addr: &str, spec: pb::ServiceSpec) {
         })
         .await
         .unwrap();
-}
-
-async fn allocations(addr: &str, service: &str) -> Vec<pb::Allocation> {
-    client(addr)
-        .list_allocations(pb::ListAllocationsRequest {
-            service_name: service.into(),
-            ..Default::default()
-        })
-        .await
-        .unwrap()
-        .into_inner()
-        .allocations
 }
 
 fn status(a: &pb::Allocation) -> pb::AllocationStatus {

@@ -6,25 +6,16 @@
 //! passed, never an empty document.
 
 use constellation_proto::v1 as pb;
-use constellation_proto::v1::control_plane_client::ControlPlaneClient;
+use constellation_tests::api::client;
 use constellation_tests::binaries::{Agent, ControlPlane, Process, binary};
 use constellation_tests::docker;
 use std::time::{Duration, Instant};
 use tokio::io::{AsyncReadExt, AsyncWriteExt};
-use tonic::transport::Channel;
 
 /// How long the gateway's view may go without its watch stream (`--stale-after`).
 const STALE_AFTER: Duration = Duration::from_secs(2);
 /// The file whose presence the health check tests; removing it fails the check.
 const HEALTH_FILE: &str = "/tmp/healthy";
-
-fn client(addr: &str) -> ControlPlaneClient<Channel> {
-    let channel = Channel::from_shared(format!("http://{addr}"))
-        .unwrap()
-        .timeout(Duration::from_secs(10))
-        .connect_lazy();
-    ControlPlaneClient::new(channel)
-}
 
 fn web(name: &str) -> pb::ServiceSpec {
     let secs = |s| {

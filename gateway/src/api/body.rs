@@ -77,6 +77,21 @@ pub fn same_name(field: &str, in_body: &str, in_path: &str) -> Result<()> {
     Ok(())
 }
 
+/// A JSON request body naming what the path names: the body may leave the name out or
+/// repeat it, but not name something else. `name` picks the request's name field.
+pub fn named_by_path<T: DeserializeOwned>(
+    path_name: String,
+    bytes: &[u8],
+    name: fn(&mut T) -> &mut String,
+) -> Result<T> {
+    self::name("name", &path_name)?;
+    let mut req: T = json(bytes)?;
+    let named = name(&mut req);
+    same_name("name", named, &path_name)?;
+    *named = path_name;
+    Ok(req)
+}
+
 /// Query parameters as pairs (a key may repeat); unknown keys are refused by the caller.
 pub fn query_pairs(raw: Option<&str>) -> Result<Vec<(String, String)>> {
     let raw = raw.unwrap_or("");

@@ -603,10 +603,7 @@ async fn acquire_lease(
     Path(name): Path<String>,
     bytes: Bytes,
 ) -> Result<Response> {
-    body::name("name", &name)?;
-    let mut req: AcquireLeaseRequest = body::json(&bytes)?;
-    body::same_name("name", &req.name, &name)?;
-    req.name = name;
+    let req = body::named_by_path(name, &bytes, |r: &mut AcquireLeaseRequest| &mut r.name)?;
     let resp = state
         .upstream
         .call(|mut c| {
@@ -623,10 +620,7 @@ async fn renew_lease(
     Path(name): Path<String>,
     bytes: Bytes,
 ) -> Result<Response> {
-    body::name("name", &name)?;
-    let mut req: RenewLeaseRequest = body::json(&bytes)?;
-    body::same_name("name", &req.name, &name)?;
-    req.name = name;
+    let req = body::named_by_path(name, &bytes, |r: &mut RenewLeaseRequest| &mut r.name)?;
     let resp = state
         .upstream
         .call(|mut c| {
@@ -643,10 +637,7 @@ async fn release_lease(
     Path(name): Path<String>,
     bytes: Bytes,
 ) -> Result<Response> {
-    body::name("name", &name)?;
-    let mut req: ReleaseLeaseRequest = body::json(&bytes)?;
-    body::same_name("name", &req.name, &name)?;
-    req.name = name;
+    let req = body::named_by_path(name, &bytes, |r: &mut ReleaseLeaseRequest| &mut r.name)?;
     let resp = state
         .upstream
         .call(|mut c| {

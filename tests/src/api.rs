@@ -1,0 +1,29 @@
+//! A running control plane's gRPC API as tests use it.
+
+use constellation_proto::v1 as pb;
+use constellation_proto::v1::control_plane_client::ControlPlaneClient;
+use std::time::Duration;
+use tonic::transport::Channel;
+
+/// A client of the control-plane member at `addr` (host:port), connecting on first use;
+/// every call is bounded to 10 s.
+pub fn client(addr: &str) -> ControlPlaneClient<Channel> {
+    let channel = Channel::from_shared(format!("http://{addr}"))
+        .expect("a host:port address")
+        .timeout(Duration::from_secs(10))
+        .connect_lazy();
+    ControlPlaneClient::new(channel)
+}
+
+/// The live allocations of `service`; panics when the call fails.
+pub async fn allocations(addr: &str, service: &str) -> Vec<pb::Allocation> {
+    client(addr)
+        .list_allocations(pb::ListAllocationsRequest {
+            service_name: service.into(),
+            ..Default::default()
+        })
+        .await
+        .expect("ListAllocations")
+        .into_inner()
+        .allocations
+}
