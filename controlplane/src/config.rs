@@ -55,6 +55,14 @@ pub struct Flags {
     /// Events kept for Watch to replay [default: 10000].
     #[arg(long, env = "CONSTELLATION_EVENT_HISTORY")]
     pub event_history: Option<usize>,
+    /// Smallest heartbeat TTL of a node whose session is gone and whom gossip does not
+    /// confirm down; grows with the cluster (nodes / 50 per second) [default: 10s].
+    #[arg(long, env = "CONSTELLATION_NODE_TTL_MIN")]
+    pub node_ttl_min: Option<String>,
+    /// Extra time nodes get after a leader election before their TTL can run out
+    /// [default: 5s].
+    #[arg(long, env = "CONSTELLATION_FAILOVER_GRACE")]
+    pub failover_grace: Option<String>,
     #[command(flatten)]
     pub log: LogFlags,
 }
@@ -78,6 +86,7 @@ pub struct Config {
     pub advertise_raft: Option<String>,
     pub start: Start,
     pub tuning: crate::cluster::Tuning,
+    pub failure_detector: crate::failover::DetectorSettings,
 }
 
 impl constellation_proto::process::Flags for Flags {
@@ -134,6 +143,25 @@ impl Flags {
             Some(n) => tuning.event_history = n,
             None => {}
         }
+        let mut failure_detector = crate::failover::DetectorSettings::default();
+        let mut duration = |key: &str, value: Option<String>, into: &mut std::time::Duration| {
+            let Some(value) = value else { return };
+            match humantime::parse_duration(value.trim()) {
+                Ok(d) if !d.is_zero() => *into = d,
+                Ok(_) => bad.push(key, "must be more than zero"),
+                Err(e) => bad.push(key, format!("{value:?} is not a duration ({e})")),
+            }
+        };
+        duration(
+            "node_ttl_min",
+            self.node_ttl_min,
+            &mut failure_detector.min_ttl,
+        );
+        duration(
+            "failover_grace",
+            self.failover_grace,
+            &mut failure_detector.grace,
+        );
         bad.into_result()?;
         let parse = |s: &str| s.parse().expect("default address parses");
         Ok(Config {
@@ -147,6 +175,7 @@ impl Flags {
             advertise_raft: self.advertise_raft,
             start,
             tuning,
+            failure_detector,
         })
     }
 }

@@ -55,6 +55,10 @@ impl fmt::Display for FieldViolations {
     }
 }
 
+/// Response header naming the leader's API address when a follower refuses a call
+/// only the leader serves.
+pub const LEADER_METADATA: &str = "constellation-leader";
+
 #[derive(Debug, thiserror::Error)]
 pub enum Error {
     #[error("invalid argument: {0}")]
@@ -68,6 +72,10 @@ pub enum Error {
     /// No leader is known, or a majority cannot be reached.
     #[error("unavailable: {0}")]
     Unavailable(String),
+    /// Only the leader serves this call (agent sessions); `leader` is its API address
+    /// when known, sent to the caller in the [`LEADER_METADATA`] header.
+    #[error("unavailable: this member is not the leader{}", leader.as_ref().map(|l| format!("; the leader is {l}")).unwrap_or_default())]
+    NotLeader { leader: Option<String> },
     /// The process's own configuration is wrong (flags, environment, config file).
     #[error("{0}")]
     Config(String),
@@ -94,7 +102,7 @@ impl Error {
             Error::NotFound(_) => tonic::Code::NotFound,
             Error::FailedPrecondition(_) => tonic::Code::FailedPrecondition,
             Error::AlreadyExists(_) => tonic::Code::AlreadyExists,
-            Error::Unavailable(_) => tonic::Code::Unavailable,
+            Error::Unavailable(_) | Error::NotLeader { .. } => tonic::Code::Unavailable,
             Error::Config(_) | Error::Io(_) | Error::Internal(_) => tonic::Code::Internal,
         }
     }
@@ -113,6 +121,15 @@ impl From<Error> for tonic::Status {
                     details.add_bad_request_violation(v.field.clone(), v.reason.clone());
                 }
                 tonic::Status::with_error_details(code, err.to_string(), details)
+            }
+            Error::NotLeader {
+                leader: Some(leader),
+            } => {
+                let mut status = tonic::Status::new(code, err.to_string());
+                if let Ok(value) = leader.parse() {
+                    status.metadata_mut().insert(LEADER_METADATA, value);
+                }
+                status
             }
             _ => tonic::Status::new(code, err.to_string()),
         }

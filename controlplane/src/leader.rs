@@ -1,5 +1,6 @@
 //! Work only the leader does: recording each new leadership in the log (so leadership
-//! changes are ordered among the other events), and expiring leases.
+//! changes are ordered among the other events), expiring leases, declaring failed
+//! nodes down ([`crate::failover`]) and running the scheduler.
 //!
 //! # The lease clock story
 //!
@@ -27,7 +28,9 @@
 //! lease carries the fencing token, which strictly increases per lease, so a holder
 //! that was paused past its TTL is refused by whoever checks the token.
 
+use crate::api::dispatcher::{SessionRegistry, lock};
 use crate::cluster::Cluster;
+use crate::failover::{self, DetectorSettings};
 use constellation_proto::v1 as pb;
 use openraft::ServerState;
 use std::collections::BTreeMap;
@@ -89,14 +92,22 @@ impl LeaseClocks {
 }
 
 /// Runs until `shutdown`: while this member leads, records its leadership once per
-/// term, expires leases whose countdown ran out, and runs the scheduler whenever the
-/// state changed since its last successful plan (a plan is a function of the state).
-pub async fn run(cluster: Cluster, shutdown: CancellationToken) {
+/// term, expires leases whose countdown ran out, declares down the nodes the failure
+/// detector gives up on (from this member's agent `sessions`), and runs the scheduler
+/// whenever the state changed since its last successful plan (a plan is a function of
+/// the state).
+pub async fn run(
+    cluster: Cluster,
+    sessions: SessionRegistry,
+    detector: DetectorSettings,
+    shutdown: CancellationToken,
+) {
     let metrics = cluster.raft().metrics();
     let applied = cluster.applied_events();
     let mut clocks = LeaseClocks::default();
     let mut recorded_term = None;
     let mut planned_at = None;
+    let mut leader_since = None;
     let mut tick = tokio::time::interval(TICK);
     tick.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
     loop {
@@ -112,8 +123,10 @@ pub async fn run(cluster: Cluster, shutdown: CancellationToken) {
             clocks.clear();
             recorded_term = None;
             planned_at = None;
+            leader_since = None;
             continue;
         }
+        let since = *leader_since.get_or_insert_with(Instant::now);
         if recorded_term != Some(term) {
             clocks.clear();
             if record_leadership(&cluster, term).await {
@@ -121,6 +134,7 @@ pub async fn run(cluster: Cluster, shutdown: CancellationToken) {
             }
         }
         expire_due_leases(&cluster, &mut clocks).await;
+        declare_failed_nodes(&cluster, &sessions, &detector, since).await;
         let index = *applied.borrow();
         if planned_at != Some(index) && crate::scheduler::schedule_once(&cluster).await {
             planned_at = Some(index);
@@ -149,6 +163,53 @@ async fn record_leadership(cluster: &Cluster, term: u64) -> bool {
         Err(e) => {
             tracing::warn!(term, error = %e, "could not record leadership");
             false
+        }
+    }
+}
+
+/// Writes DOWN for every READY node the failure detector gives up on, and ends its
+/// session if one is still open (a partitioned agent reconnects afresh once it can).
+async fn declare_failed_nodes(
+    cluster: &Cluster,
+    sessions: &SessionRegistry,
+    detector: &DetectorSettings,
+    leader_since: Instant,
+) {
+    let ready = cluster
+        .read(pb::ReadConsistency::Stale, |s| {
+            s.nodes()
+                .filter(|n| n.status() == pb::NodeStatus::Ready)
+                .map(|n| {
+                    let name = n.description.as_ref().map(|d| d.name.clone());
+                    (n.id.clone(), name.unwrap_or_default())
+                })
+                .collect::<Vec<_>>()
+        })
+        .await;
+    let ready = match ready {
+        Ok(ready) => ready,
+        Err(e) => return tracing::warn!(error = %e, "read nodes"),
+    };
+    let views = lock(sessions).views();
+    let verdicts = failover::down_nodes(detector, &ready, &views, leader_since, Instant::now());
+    for verdict in verdicts {
+        let command = pb::Command {
+            op: Some(pb::command::Op::SetNodeStatus(pb::SetNodeStatusCommand {
+                node_id: verdict.node_id.clone(),
+                status: pb::NodeStatus::Down as i32,
+                message: verdict.reason.clone(),
+                last_seen: None,
+            })),
+            ..Default::default()
+        };
+        match cluster.write(command).await {
+            Ok(_) => {
+                lock(sessions).end_node(&verdict.node_id);
+                tracing::warn!(node_id = %verdict.node_id, reason = %verdict.reason, "node declared down");
+            }
+            Err(e) => {
+                tracing::warn!(node_id = %verdict.node_id, error = %e, "could not declare node down")
+            }
         }
     }
 }

@@ -6,6 +6,7 @@ pub mod api;
 pub mod cluster;
 pub mod config;
 pub mod error;
+pub mod failover;
 pub mod leader;
 pub mod raft;
 pub mod scheduler;

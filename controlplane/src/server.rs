@@ -90,7 +90,9 @@ pub async fn run(
 
     let mut api_routes = base_routes().await?;
     api_routes.add_service(crate::api::control_plane_server(cluster.clone()));
-    api_routes.add_service(crate::api::dispatcher_server(cluster.clone()));
+    let dispatcher = crate::api::DispatcherService::new(cluster.clone(), Default::default());
+    let sessions = dispatcher.sessions();
+    api_routes.add_service(dispatcher.into_server());
     let mut raft_routes = base_routes().await?;
     raft_routes.add_service(cluster.peer_service());
     let api_server = serve(api_routes.routes(), api, shutdown.clone());
@@ -121,7 +123,12 @@ pub async fn run(
         raft = %me.raft_addr,
         "control plane serving"
     );
-    let leader_duties = tokio::spawn(crate::leader::run(cluster.clone(), shutdown.clone()));
+    let leader_duties = tokio::spawn(crate::leader::run(
+        cluster.clone(),
+        sessions,
+        config.failure_detector.clone(),
+        shutdown.clone(),
+    ));
     let result = servers.await.map(|_| ());
     let _ = leader_duties.await;
     cluster.shutdown().await;

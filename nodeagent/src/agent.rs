@@ -63,10 +63,13 @@ pub async fn run(
         ),
     };
     let mut tasks: JoinSet<crate::Result<()>> = JoinSet::new();
+    let mut gossip_link = None;
     if let Some((handle, task)) = gossip {
         tasks.spawn(task.run(shutdown.clone()));
         let seeds = config.gossip_seeds.clone();
-        tasks.spawn(crate::gossip::follow(handle, seeds, shutdown.clone()));
+        let (link, follow) = crate::gossip::link(handle, seeds, shutdown.clone());
+        tasks.spawn(follow);
+        gossip_link = Some(link);
     }
     {
         let cancel = shutdown.clone();
@@ -79,6 +82,7 @@ pub async fn run(
         session_config,
         assignments_tx,
         status,
+        gossip_link,
         shutdown.clone(),
     ));
     constellation_proto::process::run_until_shutdown(&mut tasks, &shutdown, SHUTDOWN_GRACE)

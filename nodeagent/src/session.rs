@@ -7,12 +7,23 @@
 //! channel. When the stream ends or fails it reconnects with exponential backoff and
 //! jitter ([`RECONNECT_INITIAL`] doubling to [`RECONNECT_MAX`]); losing the control
 //! plane never ends the agent. The addresses from `SessionAccepted.controlplane_addrs`
-//! are tried on later reconnects, after the configured ones.
+//! are tried on later reconnects, after the configured ones. Only the leader serves
+//! sessions: a follower's refusal names the leader, which is tried next at once.
+//!
+//! With gossip on, the hello carries the gossip identity's generation, the seeds in
+//! `SessionAccepted` are joined when this member knows no other, and the view of
+//! members not alive is reported (`GossipReport`) at the start of every session and
+//! whenever it changes: the control plane's failure detector counts it as evidence.
+//!
+//! A control plane that sends nothing (not even a heartbeat ack) for
+//! [`SILENCE_HEARTBEATS`] heartbeat periods is given up on, so a half-open connection
+//! (a partition) does not hold the agent forever.
 
+use crate::gossip::GossipLink;
 use crate::reconcile::StatusQueue;
 use constellation_proto::v1::{
-    AgentMessage, Assignments, Heartbeat, Hello, NodeAddresses, NodeDescription, NodeResources,
-    StatusBatch, agent_message::Kind as Up, control_message::Kind as Down,
+    AgentMessage, Assignments, GossipReport, Heartbeat, Hello, NodeAddresses, NodeDescription,
+    NodeResources, StatusBatch, agent_message::Kind as Up, control_message::Kind as Down,
     dispatcher_client::DispatcherClient,
 };
 use std::collections::BTreeMap;
@@ -32,6 +43,15 @@ pub const DEFAULT_HEARTBEAT: Duration = Duration::from_secs(5);
 const CONNECT_TIMEOUT: Duration = Duration::from_secs(5);
 /// Messages buffered towards the control plane.
 const OUTBOUND: usize = 64;
+/// How long a shutting-down agent waits for the control plane to acknowledge the end
+/// of its session.
+const GOODBYE_TIMEOUT: Duration = Duration::from_millis(500);
+/// Heartbeat periods without any message from the control plane before the session is
+/// given up on.
+pub const SILENCE_HEARTBEATS: u32 = 5;
+/// Response header in which a follower names the leader (see the control plane's
+/// `LEADER_METADATA`).
+const LEADER_METADATA: &str = "constellation-leader";
 
 /// What the session needs to know about the node.
 #[derive(Debug, Clone)]
@@ -49,6 +69,8 @@ enum Ended {
     Lost(String),
     /// Connecting or the hello failed: back off.
     Failed(String),
+    /// A follower refused the session and named the leader: try it at once.
+    Redirected(String),
 }
 
 /// Runs sessions until `cancel`, reconnecting forever.
@@ -56,6 +78,7 @@ pub async fn run(
     config: SessionConfig,
     assignments: mpsc::Sender<Assignments>,
     status: Arc<StatusQueue>,
+    gossip: Option<GossipLink>,
     cancel: CancellationToken,
 ) -> crate::Result<()> {
     let mut session = Session {
@@ -64,19 +87,36 @@ pub async fn run(
         node_id: String::new(),
         assignments,
         status,
+        gossip,
     };
     let mut backoff = ReconnectBackoff::default();
     let mut next_addr = 0usize;
+    let mut redirect: Option<String> = None;
+    let mut redirects = 0u32;
     loop {
         let addrs = session.addresses();
-        let addr = addrs[next_addr % addrs.len()].clone();
+        let addr = redirect
+            .take()
+            .unwrap_or_else(|| addrs[next_addr % addrs.len()].clone());
         match session.once(&addr, &cancel).await {
             Ended::Cancelled => return Ok(()),
+            Ended::Redirected(leader) => {
+                tracing::info!(controlplane = %addr, %leader, "not the leader; trying the leader");
+                redirect = Some(leader);
+                // At once the first time; members that disagree on the leader (during
+                // an election) get the usual backoff instead of a tight loop.
+                redirects += 1;
+                if redirects <= 1 {
+                    continue;
+                }
+            }
             Ended::Lost(why) => {
+                redirects = 0;
                 tracing::warn!(controlplane = %addr, reason = %why, "session lost; reconnecting");
                 backoff.reset();
             }
             Ended::Failed(why) => {
+                redirects = 0;
                 tracing::warn!(controlplane = %addr, reason = %why, "session failed");
                 next_addr = next_addr.wrapping_add(1);
             }
@@ -96,6 +136,7 @@ struct Session {
     node_id: String,
     assignments: mpsc::Sender<Assignments>,
     status: Arc<StatusQueue>,
+    gossip: Option<GossipLink>,
 }
 
 impl Session {
@@ -127,6 +168,10 @@ impl Session {
             node_id: self.node_id.clone(),
             running: self.status.snapshot(),
             assignments_version: self.status.applied_version(),
+            gossip_generation: self
+                .gossip
+                .as_ref()
+                .map_or(0, |g| g.handle.current_identity().generation),
         };
         // Reports in the hello need not be sent again; final ones (removed
         // allocations) are not in it and stay queued.
@@ -151,9 +196,11 @@ impl Session {
             () = cancel.cancelled() => return Ended::Cancelled,
             r = client.session(ReceiverStream::new(rx)) => match r {
                 Ok(r) => r.into_inner(),
-                Err(e) => return Ended::Failed(format!("session refused: {e}")),
+                Err(e) => return refused(addr, &e),
             },
         };
+        let mut view = self.gossip.as_ref().map(|g| g.view.clone());
+        let mut last_heard = Instant::now();
         let mut period = DEFAULT_HEARTBEAT;
         let mut next_heartbeat = Instant::now() + period;
         let mut sequence = 0u64;
@@ -171,14 +218,39 @@ impl Session {
                     None => std::future::pending().await,
                 }
             };
+            let view_changed = async {
+                match view.as_mut() {
+                    Some(v) if accepted => v.changed().await.is_ok(),
+                    _ => std::future::pending().await,
+                }
+            };
+            let silent_until = last_heard + period * SILENCE_HEARTBEATS;
             tokio::select! {
-                () = cancel.cancelled() => return Ended::Cancelled,
+                () = cancel.cancelled() => {
+                    // A clean goodbye: end our stream and wait (briefly) for the control
+                    // plane to end its own, so it sees a shutdown (a restart, usually),
+                    // not a broken connection, and does not fail the node over.
+                    drop(tx);
+                    let drained = async { while let Ok(Some(_)) = inbound.message().await {} };
+                    let _ = tokio::time::timeout(GOODBYE_TIMEOUT, drained).await;
+                    return Ended::Cancelled;
+                }
+                () = tokio::time::sleep_until(silent_until) => {
+                    return self.end(accepted, format!("nothing from the control plane for {:?}", period * SILENCE_HEARTBEATS));
+                }
+                true = view_changed => {
+                    if tx.send(self.gossip_report()).await.is_err() {
+                        return self.end(accepted, "the request stream closed".into());
+                    }
+                }
                 message = inbound.message() => {
                     let message = match message {
                         Ok(Some(m)) => m,
                         Ok(None) => return self.end(accepted, "the control plane closed the stream".into()),
+                        Err(e) if !accepted => return refused(addr, &e),
                         Err(e) => return self.end(accepted, format!("stream: {e}")),
                     };
+                    last_heard = Instant::now();
                     match message.kind {
                         Some(Down::Accepted(a)) => {
                             accepted = true;
@@ -192,6 +264,16 @@ impl Session {
                                 controlplane = %addr, node_id = %a.node_id, session_id = %a.session_id,
                                 heartbeat = ?period, "session accepted"
                             );
+                            if let Some(gossip) = &self.gossip {
+                                let seeds = a.gossip_seeds.iter().filter_map(|s| s.parse().ok()).collect();
+                                let _ = gossip.seeds.try_send(seeds);
+                                if let Some(v) = view.as_mut() {
+                                    v.mark_unchanged();
+                                }
+                                if tx.send(self.gossip_report()).await.is_err() {
+                                    return self.end(accepted, "the request stream closed".into());
+                                }
+                            }
                         }
                         Some(Down::Assignments(a)) => {
                             tracing::debug!(version = a.version, kind = ?a.kind(), upserts = a.upserts.len(), removals = a.removals.len(), "assignments received");
@@ -237,12 +319,37 @@ impl Session {
         }
     }
 
+    /// The gossip view as a report (empty without gossip).
+    fn gossip_report(&self) -> AgentMessage {
+        let members = self
+            .gossip
+            .as_ref()
+            .map(|g| g.view.borrow().clone())
+            .unwrap_or_default();
+        AgentMessage {
+            kind: Some(Up::Gossip(GossipReport { members })),
+        }
+    }
+
     fn end(&self, accepted: bool, why: String) -> Ended {
         if accepted {
             Ended::Lost(why)
         } else {
             Ended::Failed(why)
         }
+    }
+}
+
+/// How a refused session ends: redirected when a follower named the leader.
+fn refused(addr: &str, status: &tonic::Status) -> Ended {
+    let leader = status
+        .metadata()
+        .get(LEADER_METADATA)
+        .and_then(|v| v.to_str().ok())
+        .filter(|l| !l.is_empty() && *l != addr);
+    match leader {
+        Some(leader) => Ended::Redirected(leader.to_owned()),
+        None => Ended::Failed(format!("session refused: {status}")),
     }
 }
 

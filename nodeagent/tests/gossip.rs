@@ -399,11 +399,12 @@ async fn the_agent_joins_its_seeds_from_flags() {
     let (handle, task) = gossip::start_for_agent(&config).await.unwrap();
     let shutdown = CancellationToken::new();
     let task = tokio::spawn(task.run(shutdown.clone()));
-    let follow = tokio::spawn(gossip::follow(
+    let (_link, follow) = gossip::link(
         handle.clone(),
         config.gossip_seeds.clone(),
         shutdown.clone(),
-    ));
+    );
+    let follow = tokio::spawn(follow);
     let agent = handle.identity().clone();
     wait_until(|| async { state_of(&seed.handle, &agent).await == Some(MemberState::Alive) }).await;
     wait_until(|| async {

@@ -16,6 +16,7 @@
 
 pub mod api;
 pub mod binaries;
+pub mod failover;
 pub mod hosts;
 pub mod http;
 

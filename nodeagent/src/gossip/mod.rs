@@ -15,6 +15,7 @@ pub mod config;
 pub mod identity;
 mod task;
 pub mod timers;
+pub mod view;
 pub mod wire;
 
 pub use broadcast::{Availability, HealthDigest, NodeAddresses, NodeMetadata, Version};
@@ -265,22 +266,65 @@ pub async fn start_for_agent(config: &crate::config::Config) -> Result<(GossipHa
     Ok((handle, task))
 }
 
-/// Joins `seeds`, then logs every membership change until `shutdown`. Forwarding them
-/// to the control plane is the session's job (not done yet).
-pub async fn follow(
+/// What the agent's session needs of gossip: the view of members not alive (reported
+/// to the control plane), a way to join the seeds the control plane hands out, and the
+/// current identity (its generation goes into the hello).
+pub struct GossipLink {
+    pub view: watch::Receiver<Vec<constellation_proto::v1::MemberObservation>>,
+    pub seeds: mpsc::Sender<Vec<SocketAddr>>,
+    pub handle: GossipHandle,
+}
+
+/// Starts following `handle`'s events: see [`follow`]. Returns the session's link and
+/// the future to run as a task.
+pub fn link(
     handle: GossipHandle,
     seeds: Vec<SocketAddr>,
     shutdown: tokio_util::sync::CancellationToken,
+) -> (GossipLink, impl std::future::Future<Output = Result<()>>) {
+    let (view_tx, view_rx) = watch::channel(Vec::new());
+    let (seeds_tx, seeds_rx) = mpsc::channel(4);
+    let link = GossipLink {
+        view: view_rx,
+        seeds: seeds_tx,
+        handle: handle.clone(),
+    };
+    (link, follow(handle, seeds, view_tx, seeds_rx, shutdown))
+}
+
+/// Joins `seeds`, then until `shutdown`: logs every membership change, keeps the view of
+/// members not alive in `view`, and joins the seeds the session passes on (only while
+/// this member knows no other: they are for a first join or a rejoin).
+pub async fn follow(
+    handle: GossipHandle,
+    seeds: Vec<SocketAddr>,
+    view: watch::Sender<Vec<constellation_proto::v1::MemberObservation>>,
+    mut joins: mpsc::Receiver<Vec<SocketAddr>>,
+    shutdown: tokio_util::sync::CancellationToken,
 ) -> Result<()> {
     let mut events = handle.subscribe();
+    let mut members = view::MemberView::new(handle.identity().name.clone());
     if !seeds.is_empty() {
         handle.join(seeds).await?;
     }
     loop {
         let event = tokio::select! {
             _ = shutdown.cancelled() => return Ok(()),
+            Some(seeds) = joins.recv() => {
+                let alone = handle.members().await?.iter().all(|m| m.state != MemberState::Alive);
+                if alone && !seeds.is_empty() {
+                    tracing::info!(seeds = ?seeds, "gossip: joining through the control plane's seeds");
+                    handle.join(seeds).await?;
+                }
+                continue;
+            }
             event = events.recv() => event,
         };
+        if let Ok(event) = &event
+            && members.apply(event)
+        {
+            view.send_replace(members.observations());
+        }
         match event {
             Ok(GossipEvent::Up(id)) => tracing::info!(member = %id, "gossip: member up"),
             Ok(GossipEvent::Suspect(id)) => tracing::warn!(member = %id, "gossip: member suspect"),

@@ -42,6 +42,8 @@ pub struct GossipTask {
     tag: u32,
     foca: Swim,
     runtime: AccumulatingRuntime<NodeIdentity>,
+    /// Set once shutdown began and this member is leaving the cluster.
+    leaving: bool,
     timers: TimerQueue<Timer<NodeIdentity>>,
     socket: UdpSocket,
     commands: mpsc::Receiver<Command>,
@@ -93,6 +95,7 @@ impl GossipTask {
             config,
             foca,
             runtime: AccumulatingRuntime::new(),
+            leaving: false,
             timers: TimerQueue::default(),
             socket,
             commands,
@@ -151,6 +154,7 @@ impl GossipTask {
                 }
             }
         }
+        self.leaving = true;
         if let Err(e) = self.foca.leave_cluster(&mut self.runtime) {
             tracing::debug!(error = %e, "gossip: leaving");
         }
@@ -436,6 +440,8 @@ impl GossipTask {
                 self.current.send_replace(id);
                 self.queue_own_items();
             }
+            // Leaving makes our own identity defunct: expected then.
+            OwnedNotification::Defunct if self.leaving => {}
             OwnedNotification::Defunct => {
                 tracing::error!("gossip: declared down and unable to renew the identity");
             }

@@ -9,10 +9,15 @@
 //! non-terminal allocation of the node, then a DELTA whenever an applied batch changed
 //! what the node should run ([`session`]).
 //!
+//! Sessions are served by the leader only: a follower refuses them with UNAVAILABLE and
+//! the leader's address in the `constellation-leader` header, and a member that stops
+//! leading ends its sessions, so agents follow the leader.
+//!
 //! Upstream, heartbeats are acknowledged and recorded in the in-memory
-//! [`SessionRegistry`] (for the failure detector), status batches are coalesced per
-//! allocation and written as one `ReportStatus` command per flush interval ([`status`]),
-//! and gossip and migration progress reports are only logged for now.
+//! [`SessionRegistry`], with the agent's gossip reports: both feed the failure detector
+//! ([`crate::failover`]). Status batches are coalesced per allocation and written as
+//! one `ReportStatus` command per flush interval ([`status`]); migration progress is
+//! only logged for now.
 
 mod session;
 mod status;
@@ -20,7 +25,7 @@ mod status;
 #[cfg(test)]
 mod tests;
 
-use std::collections::HashMap;
+use std::collections::{BTreeMap, HashMap};
 use std::sync::{Arc, Mutex, PoisonError};
 use std::time::{Duration, Instant};
 
@@ -32,8 +37,10 @@ use tonic::{Request, Response, Status, Streaming};
 
 use super::{MAX_REQUEST_BYTES, MAX_RESPONSE_BYTES};
 use crate::cluster::Cluster;
+use crate::failover::{Observation, SessionState, SessionView};
 use crate::validate;
 use crate::{Error, FieldViolations, Result};
+use tokio_util::sync::CancellationToken;
 
 /// How long an agent has to send its `Hello` after opening a session.
 pub const HELLO_TIMEOUT: Duration = Duration::from_secs(10);
@@ -61,17 +68,95 @@ impl Default for DispatcherSettings {
 }
 
 /// One live session, as the failure detector sees it.
-#[derive(Debug, Clone, PartialEq, Eq)]
+#[derive(Debug, Clone)]
 pub struct SessionInfo {
     pub session_id: String,
     /// The last heartbeat, or when the session was accepted before the first one.
     pub last_heartbeat: Instant,
     pub connected_since: Instant,
+    /// Generation of the node's gossip identity, from its hello.
+    pub gossip_generation: u64,
+    /// The node's last gossip report: members it does not consider alive, by name.
+    pub reports: BTreeMap<String, Observation>,
+    /// Cancelled to end the session (the node was declared down, or this member is no
+    /// longer the leader).
+    pub end: CancellationToken,
 }
 
-/// The live sessions of this member, by node id. A node's newer session replaces the
-/// older one's entry; a session removes its own entry when it ends.
-pub type SessionRegistry = Arc<Mutex<HashMap<String, SessionInfo>>>;
+/// The sessions of this member: the live ones by node id, and for nodes whose last
+/// session ended, when they were last heard from (the heartbeat TTL counts from it).
+#[derive(Debug, Default)]
+pub struct Sessions {
+    pub live: HashMap<String, SessionInfo>,
+    /// Node id → its last, ended, session.
+    pub ended: HashMap<String, EndedSession>,
+}
+
+impl Sessions {
+    /// The failure detector's view of every node this member has held a session for.
+    pub fn views(&self) -> BTreeMap<String, SessionView> {
+        let ended = self.ended.iter().map(|(id, ended)| {
+            let view = SessionView {
+                last_heartbeat: ended.last_heartbeat,
+                state: ended.state,
+                gossip_generation: ended.gossip_generation,
+                reports: BTreeMap::new(),
+            };
+            (id.clone(), view)
+        });
+        let live = self.live.iter().map(|(id, info)| {
+            let view = SessionView {
+                last_heartbeat: info.last_heartbeat,
+                state: SessionState::Open,
+                gossip_generation: info.gossip_generation,
+                reports: info.reports.clone(),
+            };
+            (id.clone(), view)
+        });
+        // A live session supersedes a tombstone of the same node.
+        ended.chain(live).collect()
+    }
+
+    /// Ends the node's live session, if any, and forgets it (the node was declared down:
+    /// its next session starts afresh).
+    pub fn end_node(&mut self, node_id: &str) {
+        if let Some(info) = self.live.remove(node_id) {
+            info.end.cancel();
+        }
+        self.ended.remove(node_id);
+    }
+
+    /// Ends every live session (this member stopped leading), keeping tombstones.
+    pub fn end_all(&mut self) {
+        for (id, info) in self.live.drain() {
+            info.end.cancel();
+            self.ended
+                .insert(id, EndedSession::of(&info, SessionState::Broken));
+        }
+    }
+}
+
+/// What is kept of a node's last session once it ended.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct EndedSession {
+    pub last_heartbeat: Instant,
+    pub gossip_generation: u64,
+    /// How it ended: [`SessionState::Broken`] or [`SessionState::Closed`].
+    pub state: SessionState,
+}
+
+impl EndedSession {
+    pub fn of(info: &SessionInfo, state: SessionState) -> Self {
+        Self {
+            last_heartbeat: info.last_heartbeat,
+            gossip_generation: info.gossip_generation,
+            state,
+        }
+    }
+}
+
+/// The sessions of this member, shared between the dispatcher and the leader's loop.
+pub type SessionRegistry = Arc<Mutex<Sessions>>;
 
 /// The `Dispatcher` service of one member. Cheap to clone.
 #[derive(Clone)]
@@ -157,6 +242,12 @@ impl Dispatcher for DispatcherService {
         &self,
         request: Request<Streaming<pb::AgentMessage>>,
     ) -> std::result::Result<Response<Self::SessionStream>, Status> {
+        // Sessions live on the leader only: its failure detector needs their heartbeats,
+        // and status reports are written where they are committed.
+        if !self.cluster.is_leader() {
+            let leader = self.cluster.leader().map(|(_, m)| m.api_addr);
+            return Err(Error::NotLeader { leader }.into());
+        }
         let mut inbound = request.into_inner();
         let hello = receive_hello(&mut inbound).await?;
         validate_hello(&hello)?;
@@ -209,7 +300,7 @@ fn kind_name(kind: &Up) -> &'static str {
 }
 
 /// Locks the registry; a poisoned lock still holds a usable map.
-fn lock(sessions: &SessionRegistry) -> std::sync::MutexGuard<'_, HashMap<String, SessionInfo>> {
+pub fn lock(sessions: &SessionRegistry) -> std::sync::MutexGuard<'_, Sessions> {
     sessions.lock().unwrap_or_else(PoisonError::into_inner)
 }
 

@@ -25,15 +25,19 @@ use prost::Message;
 use sha2::{Digest, Sha256};
 use tokio::sync::{mpsc, watch};
 use tokio_stream::wrappers::ReceiverStream;
+use tokio_util::sync::CancellationToken;
 use tonic::{Status, Streaming};
 
 use super::{DispatcherService, DispatcherSettings, SessionInfo, SessionRegistry, lock, status};
 use crate::cluster::Cluster;
+use crate::failover::{Observation, SessionState};
 use crate::state::{State, is_terminal};
 use crate::{Error, Result};
 
 /// Control messages buffered per session before the task waits for the agent.
 const BUFFER: usize = 16;
+/// Most members one gossip report may list (a report is a whole view).
+const MAX_GOSSIP_MEMBERS: usize = 4096;
 
 pub type ControlStream = ReceiverStream<std::result::Result<pb::ControlMessage, Status>>;
 
@@ -71,14 +75,25 @@ pub(super) async fn start(
         return Err(Error::Unavailable("the agent went away".into()));
     }
     let now = Instant::now();
-    lock(&session.sessions).insert(
-        session.node_id.clone(),
-        SessionInfo {
-            session_id: session.session_id.clone(),
-            last_heartbeat: now,
-            connected_since: now,
-        },
-    );
+    let end = CancellationToken::new();
+    {
+        let mut sessions = lock(&session.sessions);
+        // A newer session of the node replaces the older one, which ends.
+        if let Some(older) = sessions.live.insert(
+            session.node_id.clone(),
+            SessionInfo {
+                session_id: session.session_id.clone(),
+                last_heartbeat: now,
+                connected_since: now,
+                gossip_generation: hello.gossip_generation,
+                reports: BTreeMap::new(),
+                end: end.clone(),
+            },
+        ) {
+            older.end.cancel();
+        }
+        sessions.ended.remove(&session.node_id);
+    }
     let node_name = hello
         .node
         .as_ref()
@@ -94,12 +109,12 @@ pub(super) async fn start(
         let _ = reports.send(hello.running).await;
     }
     tokio::spawn(async move {
-        session.run(inbound, applied, reports).await;
+        let how = session.run(inbound, applied, reports, end).await;
         // The buffer writes what is left once its channel (dropped by `run`) closes.
         let _ = flusher.await;
-        session.unregister();
+        session.unregister(how);
         tracing::info!(
-            node_id = %session.node_id, session_id = %session.session_id,
+            node_id = %session.node_id, session_id = %session.session_id, ?how,
             "dispatcher: session ended"
         );
     });
@@ -147,8 +162,10 @@ fn gossip_seeds(state: &State, node_id: &str) -> Vec<String> {
 
 /// Why the task stopped reading the agent.
 enum End {
-    /// The agent closed its stream or went away.
-    Gone,
+    /// The agent ended its stream (a clean shutdown).
+    Closed,
+    /// The connection failed under the session (the agent died or the network broke).
+    Broken,
     /// The session is refused from here on with this error.
     Refused(Error),
 }
@@ -172,19 +189,33 @@ impl Session {
         mut inbound: Streaming<pb::AgentMessage>,
         mut applied: watch::Receiver<u64>,
         reports: status::StatusSender,
-    ) {
+        ended: CancellationToken,
+    ) -> SessionState {
+        let mut raft = self.cluster.raft().metrics();
         let end = loop {
             tokio::select! {
+                () = ended.cancelled() => break End::Refused(Error::Unavailable(
+                    "the session was ended by the control plane (node declared down, a newer \
+                     session, or a change of leader); reconnect".into(),
+                )),
+                changed = raft.changed() => {
+                    let leading = changed.is_ok()
+                        && raft.borrow_and_update().state == openraft::ServerState::Leader;
+                    if !leading {
+                        let leader = self.cluster.leader().map(|(_, m)| m.api_addr);
+                        break End::Refused(Error::NotLeader { leader });
+                    }
+                }
                 message = inbound.message() => match message {
                     Ok(Some(message)) => {
                         if let Err(end) = self.handle(message, &reports).await {
                             break end;
                         }
                     }
-                    Ok(None) => break End::Gone,
+                    Ok(None) => break End::Closed,
                     Err(e) => {
                         tracing::debug!(node_id = %self.node_id, error = %e, "dispatcher: agent stream failed");
-                        break End::Gone;
+                        break End::Broken;
                     }
                 },
                 changed = applied.changed() => {
@@ -194,15 +225,20 @@ impl Session {
                     if let Some(delta) = self.delta().await
                         && self.send(Down::Assignments(delta)).await.is_err()
                     {
-                        break End::Gone;
+                        break End::Broken;
                     }
                 }
-                () = self.tx.closed() => break End::Gone,
+                () = self.tx.closed() => break End::Broken,
             }
         };
-        if let End::Refused(error) = end {
-            tracing::info!(node_id = %self.node_id, session_id = %self.session_id, %error, "dispatcher: ending session");
-            let _ = self.tx.send(Err(error.into())).await;
+        match end {
+            End::Refused(error) => {
+                tracing::info!(node_id = %self.node_id, session_id = %self.session_id, %error, "dispatcher: ending session");
+                let _ = self.tx.send(Err(error.into())).await;
+                SessionState::Broken
+            }
+            End::Closed => SessionState::Closed,
+            End::Broken => SessionState::Broken,
         }
     }
 
@@ -233,7 +269,7 @@ impl Session {
                 };
                 self.send(Down::HeartbeatAck(ack))
                     .await
-                    .map_err(|()| End::Gone)?;
+                    .map_err(|()| End::Broken)?;
             }
             Up::Status(batch) => {
                 if !batch.reports.is_empty() && reports.send(batch.reports).await.is_err() {
@@ -243,7 +279,31 @@ impl Session {
                 }
             }
             Up::Gossip(gossip) => {
-                tracing::debug!(node_id = %self.node_id, members = gossip.members.len(), "dispatcher: gossip report");
+                if gossip.members.len() > MAX_GOSSIP_MEMBERS {
+                    return Err(End::Refused(Error::invalid(
+                        "gossip.members",
+                        format!("at most {MAX_GOSSIP_MEMBERS} members"),
+                    )));
+                }
+                let reports: BTreeMap<String, Observation> = gossip
+                    .members
+                    .iter()
+                    .filter_map(|m| {
+                        let down = match m.state() {
+                            pb::MemberState::Down => true,
+                            pb::MemberState::Suspect => false,
+                            _ => return None,
+                        };
+                        let generation = m.incarnation;
+                        Some((m.node_name.clone(), Observation { down, generation }))
+                    })
+                    .collect();
+                tracing::debug!(node_id = %self.node_id, ?reports, "dispatcher: gossip report");
+                if let Some(info) = lock(&self.sessions).live.get_mut(&self.node_id)
+                    && info.session_id == self.session_id
+                {
+                    info.reports = reports;
+                }
             }
             Up::MigrationProgress(progress) => {
                 tracing::debug!(
@@ -263,7 +323,7 @@ impl Session {
 
     /// Records a heartbeat; false when a newer session of the node took over.
     fn touch(&self) -> bool {
-        match lock(&self.sessions).get_mut(&self.node_id) {
+        match lock(&self.sessions).live.get_mut(&self.node_id) {
             Some(info) if info.session_id == self.session_id => {
                 info.last_heartbeat = Instant::now();
                 true
@@ -272,14 +332,18 @@ impl Session {
         }
     }
 
-    /// Removes this session's registry entry (not a newer session's).
-    fn unregister(&self) {
+    /// Replaces this session's registry entry (not a newer session's) by the node's
+    /// tombstone: when it was last heard from, and how the session ended.
+    fn unregister(&self, how: SessionState) {
         let mut sessions = lock(&self.sessions);
         if sessions
+            .live
             .get(&self.node_id)
             .is_some_and(|info| info.session_id == self.session_id)
+            && let Some(info) = sessions.live.remove(&self.node_id)
         {
-            sessions.remove(&self.node_id);
+            let ended = super::EndedSession::of(&info, how);
+            sessions.ended.insert(self.node_id.clone(), ended);
         }
     }
 

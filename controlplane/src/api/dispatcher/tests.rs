@@ -161,6 +161,7 @@ async fn plan(cluster: &Cluster, upserts: Vec<pb::Allocation>) {
             op: Some(pb::command::Op::Plan(pb::PlanCommand {
                 upserts,
                 removals: Vec::new(),
+                ..Default::default()
             })),
             ..Default::default()
         })
@@ -272,7 +273,13 @@ async fn session_follows_assignments_and_batches_status() {
         Some(&*accepted.node_id)
     );
     assert_eq!(node.unwrap().status(), pb::NodeStatus::Ready);
-    assert!(m.sessions.lock().unwrap().contains_key(&accepted.node_id));
+    assert!(
+        m.sessions
+            .lock()
+            .unwrap()
+            .live
+            .contains_key(&accepted.node_id)
+    );
 
     // Placing two allocations sends them, with the current spec and the secret's data.
     let service = apply_web(&mut m.control).await;
@@ -358,7 +365,13 @@ async fn session_follows_assignments_and_batches_status() {
     // Closing the stream ends the session and its registry entry.
     drop(agent);
     let deadline = tokio::time::Instant::now() + WAIT;
-    while m.sessions.lock().unwrap().contains_key(&accepted.node_id) {
+    while m
+        .sessions
+        .lock()
+        .unwrap()
+        .live
+        .contains_key(&accepted.node_id)
+    {
         assert!(
             tokio::time::Instant::now() < deadline,
             "session not removed"
@@ -380,22 +393,19 @@ async fn a_known_name_keeps_its_node_id_and_others_get_gossip_seeds() {
     };
     assert_eq!(second.node_id, accepted.node_id);
     assert_ne!(second.session_id, accepted.session_id);
-    let registered = m.sessions.lock().unwrap()[&accepted.node_id].clone();
+    let registered = m.sessions.lock().unwrap().live[&accepted.node_id].clone();
     assert_eq!(registered.session_id, second.session_id);
 
-    // The replaced session is ended at its next heartbeat.
-    first
-        .send(Up::Heartbeat(pb::Heartbeat { sequence: 1 }))
-        .await;
+    // The replaced session is ended at once.
     let ended = tokio::time::timeout(WAIT, first.down.message())
         .await
         .unwrap()
         .unwrap_err();
-    assert_eq!(ended.code(), Code::FailedPrecondition, "{ended:?}");
+    assert_eq!(ended.code(), Code::Unavailable, "{ended:?}");
     drop(first);
     // Its end leaves the newer session's entry alone.
     tokio::time::sleep(Duration::from_millis(100)).await;
-    let registered = m.sessions.lock().unwrap()[&accepted.node_id].clone();
+    let registered = m.sessions.lock().unwrap().live[&accepted.node_id].clone();
     assert_eq!(registered.session_id, second.session_id);
 
     let (_other, other) = join(&mut m.dispatcher, "node-2").await;

@@ -26,6 +26,10 @@
 //! [--clients 1,8]`: `GET /api/v1/services` against the gateway's router on loopback,
 //! over a view built in-process: requests per second, p50 and p99.
 //!
+//! `constellation-bench failover [--trials 20]`: the multi-host harness (3 hosts, needs
+//! root): time from killing a host to its node declared down and to its replica
+//! running healthy on another host, p50 and p99.
+//!
 //! Build the binaries in release mode first; the bench starts the control plane from
 //! the same target directory as itself:
 //!
@@ -42,6 +46,7 @@ use std::time::{Duration, Instant};
 use tonic::transport::Channel;
 
 mod containers;
+mod failover;
 mod gossip;
 mod rest;
 mod traefik;
@@ -98,6 +103,12 @@ enum Bench {
         #[arg(long, value_delimiter = ',', default_value = "1,8")]
         clients: Vec<usize>,
     },
+    /// Time from killing a host to its node declared down and its replica healthy
+    /// elsewhere, on the multi-host harness (needs root).
+    Failover {
+        #[arg(long, default_value_t = 20)]
+        trials: usize,
+    },
     /// Bytes per member, detection time and false positives of N gossip members.
     Gossip {
         #[arg(long, default_value_t = 200)]
@@ -125,6 +136,7 @@ async fn main() -> anyhow::Result<()> {
     match Args::parse().bench {
         Bench::Raft { seconds, clients } => raft(Duration::from_secs(seconds), &clients).await,
         Bench::Containers { count } => containers::run(count).await,
+        Bench::Failover { trials } => failover::run(trials).await,
         Bench::Rest {
             services,
             replicas,

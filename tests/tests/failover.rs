@@ -1,0 +1,173 @@
+//! Failover on the multi-host harness: real hosts (network namespaces with their own
+//! dockerd and agent), real kills and partitions. A node is declared down when its
+//! session is gone and the other agents' gossip confirms it; its replicas are replaced
+//! elsewhere, and when it comes back it runs nothing it no longer owns.
+//!
+//! Timings are printed, not asserted (the failover benchmark measures them); the
+//! deadlines here only bound a hung test.
+
+use constellation_proto::v1 as pb;
+use constellation_tests::failover::{Cluster, node_name};
+use std::time::{Duration, Instant};
+
+const WAIT: Duration = Duration::from_secs(60);
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_killed_hosts_replica_runs_elsewhere_and_its_restart_runs_no_duplicate()
+-> anyhow::Result<()> {
+    let test = "a_killed_hosts_replica_runs_elsewhere_and_its_restart_runs_no_duplicate";
+    let Some(mut cluster) = Cluster::start_or_skip(test, 3).await? else {
+        return Ok(());
+    };
+    cluster.apply_service(2).await?;
+    let before = cluster.wait_healthy(2, &[], WAIT).await?;
+    let victim = cluster.host_of(before.values().next().expect("two replicas"))?;
+    let victim_name = node_name(victim);
+
+    let killed = Instant::now();
+    cluster.kill_host(victim).await?;
+    cluster
+        .wait_node(&victim_name, pb::NodeStatus::Down, WAIT)
+        .await?;
+    let down = killed.elapsed();
+    let after = cluster
+        .wait_healthy(2, std::slice::from_ref(&victim_name), WAIT)
+        .await?;
+    eprintln!(
+        "{test}: {victim_name} declared down {down:?} after the kill, replacement healthy after {:?}",
+        killed.elapsed()
+    );
+    // The survivor kept its allocation; one new allocation replaced the lost one.
+    let survivors = before.keys().filter(|id| after.contains_key(*id)).count();
+    assert_eq!(survivors, 1, "before {before:#?} after {after:#?}");
+
+    // The killed host comes back: its agent is told what it owns (nothing of the
+    // service) and removes what it ran; exactly two replicas run.
+    cluster.restart_host(victim).await?;
+    cluster
+        .wait_node(&victim_name, pb::NodeStatus::Ready, WAIT)
+        .await?;
+    cluster
+        .wait_exactly_running(2, WAIT, Duration::from_secs(3))
+        .await?;
+    let running = cluster.running_containers().await?;
+    assert_eq!(running.get(&victim_name), Some(&0), "{running:?}");
+    let healthy = cluster.healthy().await?;
+    assert_eq!(healthy.len(), 2, "{healthy:#?}");
+    cluster.teardown().await
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_partitioned_host_is_replaced_and_after_healing_exactly_the_desired_count_runs()
+-> anyhow::Result<()> {
+    let test = "a_partitioned_host_is_replaced_and_after_healing_exactly_the_desired_count_runs";
+    let Some(mut cluster) = Cluster::start_or_skip(test, 3).await? else {
+        return Ok(());
+    };
+    cluster.apply_service(2).await?;
+    let before = cluster.wait_healthy(2, &[], WAIT).await?;
+    let victim = cluster.host_of(before.values().next().expect("two replicas"))?;
+    let victim_name = node_name(victim);
+
+    let cut = Instant::now();
+    cluster.hosts.host_mut(victim).partition()?;
+    cluster
+        .wait_node(&victim_name, pb::NodeStatus::Down, WAIT)
+        .await?;
+    let down = cut.elapsed();
+    cluster
+        .wait_healthy(2, std::slice::from_ref(&victim_name), WAIT)
+        .await?;
+    eprintln!(
+        "{test}: {victim_name} declared down {down:?} after the partition, replacement healthy after {:?}",
+        cut.elapsed()
+    );
+    // While cut off, the partitioned agent keeps its container (static stability):
+    // three run for now.
+    let running = cluster.running_containers().await?;
+    assert_eq!(running.get(&victim_name), Some(&1), "{running:?}");
+
+    cluster.hosts.host_mut(victim).heal()?;
+    cluster
+        .wait_node(&victim_name, pb::NodeStatus::Ready, WAIT)
+        .await?;
+    cluster
+        .wait_exactly_running(2, WAIT, Duration::from_secs(3))
+        .await?;
+    let running = cluster.running_containers().await?;
+    assert_eq!(running.get(&victim_name), Some(&0), "{running:?}");
+    cluster.teardown().await
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_partition_shorter_than_the_suspicion_time_declares_nothing_down() -> anyhow::Result<()> {
+    let test = "a_partition_shorter_than_the_suspicion_time_declares_nothing_down";
+    let Some(mut cluster) = Cluster::start_or_skip(test, 3).await? else {
+        return Ok(());
+    };
+    cluster.apply_service(2).await?;
+    let before = cluster.wait_healthy(2, &[], WAIT).await?;
+    let victim = cluster.host_of(before.values().next().expect("two replicas"))?;
+
+    // One second cut off: less than gossip's suspicion (a probe period plus 1 s to
+    // refute) and less than the control plane's session timeout.
+    cluster.hosts.host_mut(victim).partition()?;
+    let healed_at = Instant::now() + Duration::from_secs(1);
+    let watch_until = Instant::now() + Duration::from_secs(12);
+    let mut samples = 0;
+    while Instant::now() < watch_until {
+        if cluster.hosts.hosts()[victim].is_partitioned() && Instant::now() >= healed_at {
+            cluster.hosts.host_mut(victim).heal()?;
+        }
+        let statuses = cluster.node_statuses().await?;
+        let down: Vec<_> = statuses
+            .iter()
+            .filter(|(_, s)| **s != pb::NodeStatus::Ready)
+            .collect();
+        assert!(down.is_empty(), "a node left READY: {statuses:?}");
+        samples += 1;
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    }
+    // Nothing was replaced.
+    let after = cluster.healthy().await?;
+    assert_eq!(
+        after.keys().collect::<Vec<_>>(),
+        before.keys().collect::<Vec<_>>()
+    );
+    eprintln!("{test}: {samples} samples, every node READY throughout");
+    cluster.teardown().await
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn an_agent_restart_moves_nothing() -> anyhow::Result<()> {
+    let test = "an_agent_restart_moves_nothing";
+    let Some(mut cluster) = Cluster::start_or_skip(test, 3).await? else {
+        return Ok(());
+    };
+    cluster.apply_service(2).await?;
+    let before = cluster.wait_healthy(2, &[], WAIT).await?;
+    let victim = cluster.host_of(before.values().next().expect("two replicas"))?;
+    let victim_name = node_name(victim);
+
+    // A clean stop, three seconds away (longer than gossip takes to declare the agent's
+    // member down), then the same agent again: an upgrade.
+    cluster.stop_agent(victim).await?;
+    let watch_until = Instant::now() + Duration::from_secs(3);
+    while Instant::now() < watch_until {
+        let statuses = cluster.node_statuses().await?;
+        assert_eq!(statuses.get(&victim_name), Some(&pb::NodeStatus::Ready));
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    }
+    cluster.start_agent(victim).await?;
+    let after = cluster.wait_healthy(2, &[], WAIT).await?;
+    assert_eq!(
+        after.keys().collect::<Vec<_>>(),
+        before.keys().collect::<Vec<_>>()
+    );
+    let statuses = cluster.node_statuses().await?;
+    assert_eq!(statuses.get(&victim_name), Some(&pb::NodeStatus::Ready));
+    cluster
+        .wait_exactly_running(2, WAIT, Duration::from_secs(1))
+        .await?;
+    cluster.teardown().await
+}
