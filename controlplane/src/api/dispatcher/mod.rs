@@ -61,7 +61,9 @@ impl Default for DispatcherSettings {
     fn default() -> Self {
         Self {
             heartbeat_period: Duration::from_secs(1),
-            status_flush_interval: Duration::from_millis(200),
+            // Short: agents already coalesce their reports (one batch per 200 ms at
+            // most), and a health change is what failover and Traefik wait for.
+            status_flush_interval: Duration::from_millis(25),
             status_batch_max: 500,
         }
     }
