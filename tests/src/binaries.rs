@@ -201,6 +201,41 @@ pub struct ControlPlane {
 }
 
 impl ControlPlane {
+    /// Starts `n` members on loopback with their data under `dir` (`cp1`, `cp2`...): the
+    /// first bootstraps, the others join through it; returns once all are voters and a
+    /// leader is known.
+    pub async fn start_cluster(dir: &Path, n: u64) -> anyhow::Result<Vec<Self>> {
+        let first = Self::start(1, &dir.join("cp1"), Start::Bootstrap, None).await?;
+        let seed = first.api_addr.clone();
+        let mut members = vec![first];
+        for id in 2..=n {
+            let data = dir.join(format!("cp{id}"));
+            members.push(Self::start(id, &data, Start::Join(seed.clone()), None).await?);
+        }
+        let deadline = std::time::Instant::now() + Duration::from_secs(30);
+        loop {
+            let status = crate::api::client(&seed)
+                .cluster_status(constellation_proto::v1::ClusterStatusRequest {})
+                .await
+                .map(|r| r.into_inner());
+            if let Ok(status) = status {
+                let voters = status
+                    .members
+                    .iter()
+                    .filter(|m| m.role() == constellation_proto::v1::MemberRole::Voter)
+                    .count();
+                if voters as u64 == n && status.leader_id.is_some() {
+                    return Ok(members);
+                }
+            }
+            anyhow::ensure!(
+                std::time::Instant::now() < deadline,
+                "no {n} voters with a leader within 30 s"
+            );
+            tokio::time::sleep(Duration::from_millis(100)).await;
+        }
+    }
+
     /// Bootstraps a one-member cluster with its data in `data_dir`.
     pub async fn bootstrap(id: u64, data_dir: &Path) -> anyhow::Result<Self> {
         Self::start(id, data_dir, Start::Bootstrap, None).await

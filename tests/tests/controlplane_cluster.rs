@@ -4,7 +4,7 @@
 
 use constellation_proto::v1 as pb;
 use constellation_proto::v1::control_plane_client::ControlPlaneClient;
-use constellation_tests::binaries::{ControlPlane, Start};
+use constellation_tests::binaries::ControlPlane;
 use std::collections::BTreeSet;
 use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
@@ -23,34 +23,9 @@ async fn client(addr: &str) -> Client {
 
 /// Starts three members: the first bootstraps, the others join through it.
 async fn three_members(dir: &std::path::Path) -> Vec<ControlPlane> {
-    let first = ControlPlane::start(1, &dir.join("cp1"), Start::Bootstrap, None)
+    ControlPlane::start_cluster(dir, 3)
         .await
-        .unwrap();
-    let seed = first.api_addr.clone();
-    let mut members = vec![first];
-    for id in [2, 3] {
-        let m = ControlPlane::start(
-            id,
-            &dir.join(format!("cp{id}")),
-            Start::Join(seed.clone()),
-            None,
-        )
-        .await
-        .unwrap();
-        members.push(m);
-    }
-    wait_for(Duration::from_secs(30), || async {
-        let status = status(&members[0].api_addr).await.ok()?;
-        let voters = status
-            .members
-            .iter()
-            .filter(|m| m.role() == pb::MemberRole::Voter)
-            .count();
-        (voters == 3 && status.leader_id.is_some()).then_some(())
-    })
-    .await
-    .expect("3 voters and a leader");
-    members
+        .expect("3 voters and a leader")
 }
 
 async fn status(addr: &str) -> Result<pb::ClusterStatusResponse, tonic::Status> {

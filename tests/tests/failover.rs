@@ -171,3 +171,83 @@ async fn an_agent_restart_moves_nothing() -> anyhow::Result<()> {
         .await?;
     cluster.teardown().await
 }
+
+/// Sessions live on the leader: an agent pointed at a follower is sent to the leader,
+/// and when the leader dies it reconnects to the next one. The new leader knows no
+/// session at first; its post-election grace keeps it from declaring the node down.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn an_agent_follows_the_leader_and_an_election_declares_nothing_down() -> anyhow::Result<()> {
+    use constellation_tests::binaries::{Agent, ControlPlane};
+    let test = "an_agent_follows_the_leader_and_an_election_declares_nothing_down";
+    let Some(_docker) = constellation_tests::docker::connect_or_skip(test).await? else {
+        return Ok(());
+    };
+    let dir = tempfile::tempdir()?;
+    let mut members = ControlPlane::start_cluster(dir.path(), 3).await?;
+    let leader_of = |addr: String| async move {
+        let status = constellation_tests::api::client(&addr)
+            .cluster_status(pb::ClusterStatusRequest {})
+            .await?
+            .into_inner();
+        anyhow::Ok(status.leader_id)
+    };
+    let leader_id = leader_of(members[0].api_addr.clone())
+        .await?
+        .expect("a leader");
+    let leader = members
+        .iter()
+        .position(|m| m.id == leader_id)
+        .expect("leader");
+    let follower = (leader + 1) % members.len();
+    let node = constellation_tests::docker::unique_name("node");
+    let mut agent = Agent::start(
+        &node,
+        &members[follower].api_addr,
+        &dir.path().join("secrets"),
+    )
+    .await?;
+    let accepted = agent
+        .process
+        .wait_for_log("session accepted", Duration::from_secs(30))
+        .await?;
+    assert_eq!(
+        accepted.get("controlplane"),
+        Some(&members[leader].api_addr),
+        "{accepted:?}"
+    );
+
+    members[leader].process.kill().await?;
+    let survivor = members[follower].api_addr.clone();
+    let again = agent
+        .process
+        .wait_for_log("session accepted", Duration::from_secs(30))
+        .await?;
+    let new_leader = leader_of(survivor.clone()).await?.expect("a new leader");
+    let new_leader_addr = &members
+        .iter()
+        .find(|m| m.id == new_leader)
+        .expect("member")
+        .api_addr;
+    assert_eq!(
+        again.get("controlplane"),
+        Some(new_leader_addr),
+        "{again:?}"
+    );
+    // Watch the node through the election's aftermath: longer than the session timeout
+    // and the grace.
+    let until = Instant::now() + Duration::from_secs(8);
+    while Instant::now() < until {
+        let nodes = constellation_tests::api::client(&survivor)
+            .list_nodes(pb::ListNodesRequest::default())
+            .await?
+            .into_inner()
+            .nodes;
+        let status = nodes
+            .iter()
+            .find(|n| n.description.as_ref().is_some_and(|d| d.name == node))
+            .map(|n| n.status());
+        assert_eq!(status, Some(pb::NodeStatus::Ready), "{nodes:#?}");
+        tokio::time::sleep(Duration::from_millis(200)).await;
+    }
+    Ok(())
+}
