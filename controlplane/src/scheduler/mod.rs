@@ -21,11 +21,19 @@
 //! A live allocation is never moved: the only change a plan makes to one is desired
 //! STOP. Applying a plan and planning again gives `None` (the plan is a fixpoint).
 //!
-//! Later work (reschedule policies, drain batches, rolling updates, reporting
-//! unplaceable replicas) adds steps to the private `Planner` without changing this shape.
+//! Between the two, draining nodes move their allocations away ([`drain`]) and rolling
+//! updates replace allocations of older versions ([`update`]): both place
+//! *replacements* next to live allocations, which the replica count leaves out until
+//! the allocation they replace is stopped ([`replace`]).
+//!
+//! Later work (reschedule policies, reporting unplaceable replicas) adds steps to the
+//! private `Planner` without changing this shape.
 
+mod drain;
+mod replace;
 #[cfg(test)]
 mod tests;
+mod update;
 
 use std::collections::{BTreeMap, BTreeSet};
 
@@ -37,6 +45,7 @@ use constellation_proto::v1::{
 use crate::cluster::Cluster;
 use crate::state::{AllocationFilter, State, is_terminal};
 use crate::validate::{parse_cpus, parse_memory};
+use pbjson_types::Timestamp;
 
 /// Computes the next plan for `state`, or `None` when nothing needs to change.
 ///
@@ -51,11 +60,22 @@ use crate::validate::{parse_cpus, parse_memory};
 /// value of each `spreads` attribute holds the fewest allocations of the service, the
 /// one with the fewest allocations of the service, the one with the fewest allocations
 /// overall, the first by name.
-pub fn plan(state: &State, ids: &mut impl FnMut() -> String) -> Option<PlanCommand> {
+///
+/// `now` is the leader's wall clock; drains ([`drain`]) and rolling updates
+/// ([`update`]) compare it with deadlines and health periods.
+pub fn plan(
+    state: &State,
+    now: Timestamp,
+    ids: &mut impl FnMut() -> String,
+) -> Option<PlanCommand> {
     let mut planner = Planner::new(state);
     planner.release_orphans();
     for service in state.services() {
         planner.scale_down(service);
+    }
+    planner.drain(&now, ids);
+    for service in state.services() {
+        planner.roll(service, &now, ids);
     }
     for service in state.services() {
         planner.scale_up(service, ids);
@@ -65,20 +85,27 @@ pub fn plan(state: &State, ids: &mut impl FnMut() -> String) -> Option<PlanComma
 
 /// Plans against the leader's state and commits the plan, if any. True when the state
 /// needed nothing or the plan was committed; errors are logged and answer false, so the
-/// leader plans again on its next tick.
+/// leader plans again on its next tick. Also false while a drain or a rolling update
+/// waits on time rather than on the state ([`update::waits_on_time`]): the leader
+/// plans again on its next tick even if nothing changed.
 pub async fn schedule_once(cluster: &Cluster) -> bool {
+    let now = crate::cluster::now();
     let planned = cluster
         .read(pb::ReadConsistency::Stale, |s| {
-            plan(s, &mut || uuid::Uuid::new_v4().to_string())
+            let plan = plan(s, now, &mut || uuid::Uuid::new_v4().to_string());
+            (plan, update::waits_on_time(s))
         })
         .await;
-    let plan = match planned {
-        Ok(Some(plan)) => plan,
-        Ok(None) => return true,
+    let (plan, waits) = match planned {
+        Ok((plan, waits)) => (plan, waits),
         Err(e) => {
             tracing::warn!(error = %e, "scheduler: read state");
             return false;
         }
+    };
+    let plan = match plan {
+        Some(plan) => plan,
+        None => return !waits,
     };
     let (upserts, removals) = (plan.upserts.len(), plan.removals.len());
     let command = pb::Command {
@@ -88,7 +115,7 @@ pub async fn schedule_once(cluster: &Cluster) -> bool {
     match cluster.write(command).await {
         Ok(_) => {
             tracing::debug!(upserts, removals, "scheduler: plan committed");
-            true
+            !waits
         }
         Err(e) => {
             tracing::warn!(error = %e, "scheduler: could not commit plan");
@@ -238,6 +265,8 @@ struct Planner<'a> {
     nodes: BTreeMap<&'a str, NodeUsage<'a>>,
     upserts: Vec<Allocation>,
     removals: Vec<String>,
+    /// Rolling update status changes and rollbacks ([`update`]).
+    service_updates: Vec<pb::ServiceUpdateDecision>,
     /// Ids of allocations this plan stopped or removed.
     released: BTreeSet<String>,
 }
@@ -263,14 +292,18 @@ impl<'a> Planner<'a> {
             nodes,
             upserts: Vec::new(),
             removals: Vec::new(),
+            service_updates: Vec::new(),
             released: BTreeSet::new(),
         }
     }
 
     fn finish(self) -> Option<PlanCommand> {
-        (!self.upserts.is_empty() || !self.removals.is_empty()).then_some(PlanCommand {
+        let empty =
+            self.upserts.is_empty() && self.removals.is_empty() && self.service_updates.is_empty();
+        (!empty).then_some(PlanCommand {
             upserts: self.upserts,
             removals: self.removals,
+            service_updates: self.service_updates,
         })
     }
 
@@ -322,12 +355,14 @@ impl<'a> Planner<'a> {
         }
     }
 
-    /// The service's live allocations not released by this plan, by id.
+    /// The service's live allocations not released by this plan, by id; replacements
+    /// in flight are left out (the allocation they replace holds their slot).
     fn live_of(&self, service: &str) -> Vec<&'a Allocation> {
         let state = self.state;
         state
             .allocations_of_service(service)
             .filter(|a| is_live(state, a) && !self.released.contains(&a.id))
+            .filter(|a| !self.is_replacement_in_flight(a))
             .collect()
     }
 

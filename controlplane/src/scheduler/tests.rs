@@ -15,6 +15,12 @@ use crate::state::COMMAND_VERSION;
 
 const GIB: u64 = 1 << 30;
 
+/// The planner's clock in these tests (no drain or update waits on it).
+const NOW: Timestamp = Timestamp {
+    seconds: 1_700_000_000,
+    nanos: 0,
+};
+
 fn apply(state: &mut State, op: Op) {
     let command = Command {
         version: COMMAND_VERSION,
@@ -139,7 +145,7 @@ fn fresh(prefix: &str) -> String {
 
 /// Plans once (ids from a fresh prefix) and applies the plan; returns it.
 fn step(state: &mut State, prefix: &str) -> Option<PlanCommand> {
-    let planned = plan(state, &mut counter(&fresh(prefix)));
+    let planned = plan(state, NOW, &mut counter(&fresh(prefix)));
     if let Some(p) = &planned {
         apply(state, Op::Plan(p.clone()));
     }
@@ -213,9 +219,9 @@ fn constrained(
 #[test]
 fn nothing_to_do_gives_none() {
     let mut state = State::new();
-    assert_eq!(plan(&state, &mut counter("a")), None);
+    assert_eq!(plan(&state, NOW, &mut counter("a")), None);
     register(&mut state, "n1", 1000, GIB);
-    assert_eq!(plan(&state, &mut counter("a")), None);
+    assert_eq!(plan(&state, NOW, &mut counter("a")), None);
 }
 
 #[test]
@@ -226,7 +232,7 @@ fn places_a_new_allocation_fully_filled_in() {
         &mut state,
         with_resources(service("web", 1), "500m", "256Mi"),
     );
-    let p = plan(&state, &mut counter("a")).expect("a plan");
+    let p = plan(&state, NOW, &mut counter("a")).expect("a plan");
     assert!(p.removals.is_empty());
     let [alloc] = p.upserts.as_slice() else {
         panic!("{p:?}")
@@ -251,7 +257,7 @@ fn places_a_new_allocation_fully_filled_in() {
         stored.status.as_ref().unwrap().state(),
         AllocationState::Pending
     );
-    assert_eq!(plan(&state, &mut counter("b")), None);
+    assert_eq!(plan(&state, NOW, &mut counter("b")), None);
 }
 
 #[test]
@@ -389,10 +395,10 @@ fn resources_limit_placement() {
         &mut state,
         with_resources(service("web", 7), "500m", "100Mi"),
     );
-    let p = plan(&state, &mut counter("x")).expect("one more");
+    let p = plan(&state, NOW, &mut counter("x")).expect("one more");
     assert_eq!(p.upserts.len(), 1);
     apply(&mut state, Op::Plan(p));
-    assert_eq!(plan(&state, &mut counter("y")), None);
+    assert_eq!(plan(&state, NOW, &mut counter("y")), None);
 }
 
 #[test]
@@ -472,7 +478,7 @@ fn scale_up_then_down_stops_the_highest_slots() {
     let mut kept: Vec<u32> = live(&state, "web").iter().map(|a| a.slot).collect();
     kept.sort();
     assert_eq!(kept, vec![0, 1]);
-    assert_eq!(plan(&state, &mut counter("z")), None);
+    assert_eq!(plan(&state, NOW, &mut counter("z")), None);
 
     put_service(&mut state, service("web", 0));
     converge(&mut state);
@@ -492,7 +498,7 @@ fn deleted_service_allocations_are_removed_once_stopped() {
     let p = step(&mut state, "x").unwrap();
     assert_eq!(p.removals, vec![allocs[1].id.clone()]);
     assert!(p.upserts.is_empty());
-    assert_eq!(plan(&state, &mut counter("y")), None);
+    assert_eq!(plan(&state, NOW, &mut counter("y")), None);
     report(&mut state, &allocs[0], AllocationState::Stopped);
     let p = step(&mut state, "z").unwrap();
     assert_eq!(p.removals, vec![allocs[0].id.clone()]);
@@ -537,7 +543,7 @@ fn lost_allocations_are_replaced_in_their_slot_and_then_removed() {
     assert_eq!(replacement.node_name, "n2");
     assert_eq!(replacement.previous_allocation_id, lost.id);
     assert_eq!(live(&state, "web").len(), 2);
-    assert_eq!(plan(&state, &mut counter("z")), None);
+    assert_eq!(plan(&state, NOW, &mut counter("z")), None);
 }
 
 #[test]
@@ -547,7 +553,7 @@ fn lost_allocations_stay_while_nothing_can_replace_them() {
     put_service(&mut state, service("web", 1));
     converge(&mut state);
     set_status(&mut state, "n1", NodeStatus::Down);
-    assert_eq!(plan(&state, &mut counter("z")), None);
+    assert_eq!(plan(&state, NOW, &mut counter("z")), None);
 }
 
 #[test]
@@ -558,7 +564,7 @@ fn live_allocations_on_cordoned_nodes_stay() {
     put_service(&mut state, service("web", 2));
     converge(&mut state);
     set_availability(&mut state, "n1", NodeAvailability::Cordoned);
-    assert_eq!(plan(&state, &mut counter("z")), None);
+    assert_eq!(plan(&state, NOW, &mut counter("z")), None);
 }
 
 #[test]
@@ -572,26 +578,26 @@ fn resources_released_by_a_plan_are_used_by_the_same_plan() {
     converge(&mut state);
     // No room for "new" until "old" goes.
     put_service(&mut state, with_resources(service("new", 1), "1", "100Mi"));
-    assert_eq!(plan(&state, &mut counter("z")), None);
+    assert_eq!(plan(&state, NOW, &mut counter("z")), None);
     delete_service(&mut state, "old");
     put_service(&mut state, with_resources(service("new", 1), "1", "100Mi"));
     let p = step(&mut state, "x").unwrap();
     assert_eq!(p.removals.len(), 2);
     assert_eq!(p.upserts.len(), 1);
     assert_eq!(live(&state, "new").len(), 1);
-    assert_eq!(plan(&state, &mut counter("z")), None);
+    assert_eq!(plan(&state, NOW, &mut counter("z")), None);
 
     // Scaling one service down makes room for another in the same plan.
     put_service(
         &mut state,
         with_resources(service("other", 1), "500m", "100Mi"),
     );
-    assert_eq!(plan(&state, &mut counter("z")), None);
+    assert_eq!(plan(&state, NOW, &mut counter("z")), None);
     put_service(&mut state, with_resources(service("new", 0), "1", "100Mi"));
     let p = step(&mut state, "y").unwrap();
     assert_eq!(p.upserts.len(), 2, "{p:?}");
     assert_eq!(live(&state, "other").len(), 1);
-    assert_eq!(plan(&state, &mut counter("z")), None);
+    assert_eq!(plan(&state, NOW, &mut counter("z")), None);
 }
 
 // ---- properties ----
@@ -758,7 +764,7 @@ fn happen(state: &mut State, nodes: &[NodeGen], specs: &[ServiceSpec], event: &E
 /// result; returns the state after.
 fn check_plan(before: &State, prefix: &str, p: &PlanCommand) -> Result<State, TestCaseError> {
     // Determinism.
-    let replanned = plan(before, &mut counter(prefix));
+    let replanned = plan(before, NOW, &mut counter(prefix));
     prop_assert_eq!(replanned.as_ref(), Some(p));
     for upsert in &p.upserts {
         match before.allocation(&upsert.id) {
@@ -801,7 +807,7 @@ fn check_plan(before: &State, prefix: &str, p: &PlanCommand) -> Result<State, Te
         }
     }
     // Fixpoint.
-    let again = plan(&after, &mut counter("q"));
+    let again = plan(&after, NOW, &mut counter("q"));
     prop_assert_eq!(again, None);
     Ok(after)
 }
@@ -822,13 +828,13 @@ proptest! {
             put_service(&mut state, spec.clone());
         }
         let prefix = fresh("p");
-        if let Some(p) = plan(&state, &mut counter(&prefix)) {
+        if let Some(p) = plan(&state, NOW, &mut counter(&prefix)) {
             state = check_plan(&state, &prefix, &p)?;
         }
         for event in &events {
             happen(&mut state, &nodes, &specs, event);
             let prefix = fresh("p");
-            if let Some(p) = plan(&state, &mut counter(&prefix)) {
+            if let Some(p) = plan(&state, NOW, &mut counter(&prefix)) {
                 state = check_plan(&state, &prefix, &p)?;
             }
         }

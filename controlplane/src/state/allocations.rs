@@ -55,6 +55,7 @@ impl State {
             self.remove_allocation(id, now, &mut touched);
         }
         self.settle(touched, now);
+        self.apply_update_decisions(&cmd.service_updates, now);
         Ok(done())
     }
 
@@ -249,7 +250,8 @@ fn remove_from(
     }
 }
 
-/// Every upsert needs an id, a service and a node; an id appears at most once.
+/// Every upsert needs an id, a service and a node; an id appears at most once. Every
+/// update decision names a service, at most once.
 fn validate_plan(cmd: &PlanCommand) -> Result<(), constellation_proto::v1::CommandError> {
     let mut seen = BTreeSet::new();
     for (i, alloc) in cmd.upserts.iter().enumerate() {
@@ -265,6 +267,24 @@ fn validate_plan(cmd: &PlanCommand) -> Result<(), constellation_proto::v1::Comma
             return Err(invalid(
                 &format!("upserts[{i}].id"),
                 format!("allocation {:?} appears twice in the plan", alloc.id),
+            ));
+        }
+    }
+    let mut services = BTreeSet::new();
+    for (i, decision) in cmd.service_updates.iter().enumerate() {
+        if decision.service_name.is_empty() {
+            return Err(invalid(
+                &format!("service_updates[{i}].service_name"),
+                "empty",
+            ));
+        }
+        if !services.insert(decision.service_name.as_str()) {
+            return Err(invalid(
+                &format!("service_updates[{i}].service_name"),
+                format!(
+                    "service {:?} appears twice in the plan",
+                    decision.service_name
+                ),
             ));
         }
     }

@@ -41,6 +41,7 @@ mod queries;
 mod services;
 mod snapshot;
 mod time;
+mod updates;
 
 #[cfg(test)]
 mod tests;
@@ -59,6 +60,7 @@ pub use events::{Compacted, event_topic};
 pub use nodes::DEFAULT_DRAIN_DEADLINE;
 pub use queries::AllocationFilter;
 pub use services::spec_hash;
+pub use updates::{runtime_hash, spec_of_version, update_in_progress, update_state};
 
 use events::EventLog;
 

@@ -3,9 +3,9 @@
 //! progress.
 
 use constellation_proto::v1::{
-    AllocationState, ChangeKind, DrainStatus, Node, NodeAvailability, NodeEvent, NodeResources,
-    NodeStatus, RegisterNodeCommand, SetNodeAvailabilityCommand, SetNodeStatusCommand,
-    command_result::Outcome, event::Payload,
+    Allocation, AllocationState, ChangeKind, DrainStatus, Node, NodeAvailability, NodeEvent,
+    NodeResources, NodeStatus, RegisterNodeCommand, SetNodeAvailabilityCommand,
+    SetNodeStatusCommand, command_result::Outcome, event::Payload,
 };
 use pbjson_types::{Duration, Timestamp};
 
@@ -132,6 +132,7 @@ impl State {
             // Draining again moves the deadline but keeps when the drain began.
             started_at: node.drain.and_then(|d| d.started_at).or(Some(now)),
             deadline: Some(time::add(now, &deadline)),
+            batch_size: cmd.drain_batch_size.max(1),
             ..Default::default()
         });
         let node = self.with_derived(node);
@@ -170,11 +171,13 @@ impl State {
         total
     }
 
-    /// `remaining` = the node's non-terminal allocations; `completed` when none is left.
+    /// `remaining` = the node's allocations that are still wanted there or whose
+    /// container still runs (told to stop, not yet reported stopped); `completed` when
+    /// none is left.
     fn drain_progress(&self, node_id: &str, mut drain: DrainStatus) -> DrainStatus {
         let remaining = self
             .allocations_of_node(node_id)
-            .filter(|a| !is_terminal(a))
+            .filter(|a| !is_terminal(a) || still_active(a))
             .count();
         drain.remaining = u32::try_from(remaining).unwrap_or(u32::MAX);
         drain.completed = remaining == 0;
@@ -205,4 +208,19 @@ impl State {
         };
         self.emit(now, Payload::Node(event));
     }
+}
+
+/// Whether the agent still has the allocation's container up or coming up (its last
+/// report says so). An allocation that never got past PENDING has no container.
+fn still_active(alloc: &Allocation) -> bool {
+    alloc.status.as_ref().is_some_and(|s| {
+        matches!(
+            s.state(),
+            AllocationState::Preparing
+                | AllocationState::Starting
+                | AllocationState::Running
+                | AllocationState::Restarting
+                | AllocationState::Exited
+        )
+    })
 }

@@ -51,7 +51,14 @@ impl State {
         } else {
             ChangeKind::Created
         };
-        let service = self.next_service(spec, now);
+        let before = current.cloned();
+        let mut service = self.next_service(spec, now);
+        self.retain_previous(&mut service, before.as_ref());
+        let update = self.update_after_change(before.as_ref(), &service, now);
+        service
+            .status
+            .get_or_insert_with(ServiceStatus::default)
+            .update = update;
         self.services.insert(spec.name.clone(), service.clone());
         self.emit_service(now, kind, service.clone());
         let mut result = outcome(Outcome::Service(service));
@@ -60,7 +67,7 @@ impl State {
     }
 
     /// The service after `spec` is applied over the current one (or created).
-    fn next_service(&self, spec: &ServiceSpec, now: Timestamp) -> Service {
+    pub(super) fn next_service(&self, spec: &ServiceSpec, now: Timestamp) -> Service {
         let mut service = self
             .services
             .get(&spec.name)
@@ -96,25 +103,24 @@ impl State {
         Ok(super::done())
     }
 
-    /// Recomputes the service's running/healthy counts from its allocations; emits
-    /// `ServiceEvent` UPDATED when they changed. No-op for an unknown service.
+    /// Recomputes the service's running/healthy counts from its allocations and drops
+    /// retained versions no allocation runs; emits `ServiceEvent` UPDATED when that
+    /// changed anything. No-op for an unknown service.
     pub(super) fn settle_service(&mut self, name: &str, now: Timestamp) {
         let Some(service) = self.services.get(name) else {
             return;
         };
-        let mut status = service.status.clone().unwrap_or_default();
+        let mut settled = service.clone();
         let (running, healthy) = self.running_and_healthy(name);
-        if status.running == running && status.healthy == healthy {
-            return;
-        }
+        let status = settled.status.get_or_insert_with(ServiceStatus::default);
         status.running = running;
         status.healthy = healthy;
-        let Some(service) = self.services.get_mut(name) else {
+        self.prune_versions(&mut settled);
+        if self.services.get(name) == Some(&settled) {
             return;
-        };
-        service.status = Some(status);
-        let service = service.clone();
-        self.emit_service(now, ChangeKind::Updated, service);
+        }
+        self.services.insert(name.to_owned(), settled.clone());
+        self.emit_service(now, ChangeKind::Updated, settled);
     }
 
     /// Running = state RUNNING; healthy = RUNNING and health HEALTHY or NONE.
@@ -135,7 +141,7 @@ impl State {
         (running, healthy)
     }
 
-    fn emit_service(&mut self, now: Timestamp, kind: ChangeKind, service: Service) {
+    pub(super) fn emit_service(&mut self, now: Timestamp, kind: ChangeKind, service: Service) {
         let event = ServiceEvent {
             kind: kind as i32,
             service: Some(service),

@@ -10,10 +10,11 @@
 //! reports, is not a change), removals for allocations no longer desired. Nothing is
 //! sent when nothing changed; each message's version is the previous one + 1.
 //!
-//! Each assignment carries the service's current spec and hash, even when the
-//! allocation was placed for an older version: the agent compares hashes with its
-//! containers. Secret and config data travel in the assignment only and are never
-//! logged.
+//! Each assignment carries the spec and hash of the allocation's own service version
+//! (kept in the service's `retained_versions` while allocations run it), so a spec
+//! change does not make every agent recreate its containers at once: rolling updates
+//! replace allocations in batches. The agent compares hashes with its containers.
+//! Secret and config data travel in the assignment only and are never logged.
 
 use std::collections::BTreeMap;
 use std::time::Instant;
@@ -31,7 +32,7 @@ use tonic::{Status, Streaming};
 use super::{DispatcherService, DispatcherSettings, SessionInfo, SessionRegistry, lock, status};
 use crate::cluster::Cluster;
 use crate::failover::{Observation, SessionState};
-use crate::state::{State, is_terminal};
+use crate::state::{State, is_terminal, spec_of_version};
 use crate::{Error, Result};
 
 /// Control messages buffered per session before the task waits for the agent.
@@ -409,7 +410,14 @@ fn desired_assignments(state: &State, node_id: &str) -> BTreeMap<String, pb::Ass
         .filter(|a| !is_terminal(a))
         .filter_map(|alloc| {
             let service = state.service(&alloc.service_name);
-            let Some((service, spec)) = service.and_then(|s| Some((s, s.spec.clone()?))) else {
+            // An allocation runs its own version's spec until a rolling update replaces
+            // it (a version no longer retained runs the current one).
+            let versioned = service.and_then(|s| {
+                let (spec, hash) = spec_of_version(s, alloc.service_version)
+                    .or_else(|| Some((s.spec.as_ref()?, s.spec_hash.as_str())))?;
+                Some((hash.to_owned(), spec.clone()))
+            });
+            let Some((spec_hash, spec)) = versioned else {
                 tracing::debug!(
                     allocation = %alloc.id, service = %alloc.service_name,
                     "dispatcher: allocation of an unknown service is not assigned"
@@ -425,7 +433,7 @@ fn desired_assignments(state: &State, node_id: &str) -> BTreeMap<String, pb::Ass
             });
             let assignment = pb::Assignment {
                 allocation: Some(alloc.clone()),
-                spec_hash: service.spec_hash.clone(),
+                spec_hash,
                 spec: Some(spec),
                 secrets,
                 configs,

@@ -104,6 +104,7 @@ pub(super) fn plan(upserts: Vec<Allocation>, removals: &[&str]) -> Op {
     Op::Plan(PlanCommand {
         upserts,
         removals: removals.iter().map(|s| s.to_string()).collect(),
+        ..Default::default()
     })
 }
 

@@ -1,0 +1,176 @@
+//! Rolling updates as the state sees them: the update status a spec change starts,
+//! the specs of older versions kept while allocations still run them, and the
+//! scheduler's update decisions (status changes, rollbacks) that a `Plan` carries.
+//!
+//! The state only records; when to replace which allocation, and when an update has
+//! failed, is the scheduler's pure decision (`scheduler::update`).
+
+use constellation_proto::v1::{
+    ChangeKind, Service, ServiceSpec, ServiceUpdateDecision, ServiceVersion, UpdateState,
+    UpdateStatus,
+};
+use pbjson_types::Timestamp;
+
+use super::State;
+use super::allocations::is_terminal;
+use super::services::spec_hash;
+
+/// Hash of what makes up a container: the spec without `replicas` and `update`.
+/// Allocations whose version has another runtime hash than the current spec are
+/// replaced by a rolling update; scaling or changing the update policy replaces none.
+pub fn runtime_hash(spec: &ServiceSpec) -> String {
+    let mut runtime = spec.clone();
+    runtime.replicas = None;
+    runtime.update = None;
+    spec_hash(&runtime)
+}
+
+/// The spec and spec hash that allocations of `version` run: the current spec for the
+/// current version, a retained one for an older version; `None` when not retained.
+pub fn spec_of_version(service: &Service, version: u64) -> Option<(&ServiceSpec, &str)> {
+    if version == service.version {
+        return service
+            .spec
+            .as_ref()
+            .map(|s| (s, service.spec_hash.as_str()));
+    }
+    service
+        .retained_versions
+        .iter()
+        .find(|v| v.version == version)
+        .and_then(|v| Some((v.spec.as_ref()?, v.spec_hash.as_str())))
+}
+
+/// Whether an update is moving allocations (not paused, not finished).
+pub fn update_in_progress(service: &Service) -> bool {
+    matches!(
+        update_state(service),
+        UpdateState::Updating | UpdateState::RollingBack
+    )
+}
+
+/// The service's update state (UNSPECIFIED when no update has run).
+pub fn update_state(service: &Service) -> UpdateState {
+    service
+        .status
+        .as_ref()
+        .and_then(|s| s.update.as_ref())
+        .map_or(UpdateState::Unspecified, UpdateStatus::state)
+}
+
+impl State {
+    /// Keeps the spec `before` ran (at `before.version`) among `service`'s retained
+    /// versions, then drops the ones no live allocation runs any more.
+    pub(super) fn retain_previous(&self, service: &mut Service, before: Option<&Service>) {
+        if let Some(before) = before
+            && let Some(spec) = &before.spec
+            && before.version != service.version
+            && !service
+                .retained_versions
+                .iter()
+                .any(|v| v.version == before.version)
+        {
+            service.retained_versions.push(ServiceVersion {
+                version: before.version,
+                spec: Some(spec.clone()),
+                spec_hash: before.spec_hash.clone(),
+            });
+        }
+        self.prune_versions(service);
+    }
+
+    /// Drops retained versions that no non-terminal allocation of the service runs.
+    pub(super) fn prune_versions(&self, service: &mut Service) {
+        let Some(name) = service.spec.as_ref().map(|s| s.name.clone()) else {
+            return;
+        };
+        let current = service.version;
+        let used: std::collections::BTreeSet<u64> = self
+            .allocations_of_service(&name)
+            .filter(|a| !is_terminal(a))
+            .map(|a| a.service_version)
+            .collect();
+        service
+            .retained_versions
+            .retain(|v| v.version != current && used.contains(&v.version));
+    }
+
+    /// The update status after `service` replaced `before`: UPDATING from the old to
+    /// the new version when some live allocation runs another runtime spec; otherwise
+    /// the old status, following the new version while an update is under way.
+    pub(super) fn update_after_change(
+        &self,
+        before: Option<&Service>,
+        service: &Service,
+        now: Timestamp,
+    ) -> Option<UpdateStatus> {
+        let before = before?;
+        let previous = before.status.as_ref().and_then(|s| s.update.clone());
+        let spec = service.spec.as_ref()?;
+        let current = runtime_hash(spec);
+        let outdated = self
+            .allocations_of_service(&spec.name)
+            .filter(|a| !is_terminal(a))
+            .any(|a| {
+                spec_of_version(service, a.service_version)
+                    .is_none_or(|(s, _)| runtime_hash(s) != current)
+            });
+        let runtime_changed = before.spec.as_ref().map(runtime_hash) != Some(current);
+        if runtime_changed && outdated {
+            let mut status = UpdateStatus {
+                from_version: before.version,
+                to_version: service.version,
+                started_at: Some(now),
+                ..Default::default()
+            };
+            status.set_state(UpdateState::Updating);
+            return Some(status);
+        }
+        let mut status = previous?;
+        if matches!(
+            status.state(),
+            UpdateState::Updating | UpdateState::RollingBack | UpdateState::Paused
+        ) {
+            status.to_version = service.version;
+        }
+        Some(status)
+    }
+
+    /// Applies the scheduler's update decisions, each only while its service is still
+    /// at the version it was decided for. A rollback applies the previous spec as a new
+    /// version, with the decision's status (its `to_version` set to that version).
+    pub(super) fn apply_update_decisions(
+        &mut self,
+        decisions: &[ServiceUpdateDecision],
+        now: Timestamp,
+    ) {
+        for decision in decisions {
+            let Some(before) = self.services.get(&decision.service_name) else {
+                continue;
+            };
+            if before.version != decision.service_version {
+                continue;
+            }
+            let mut status = decision.status.clone().unwrap_or_default();
+            let mut service = if decision.rollback {
+                let Some(previous) = before.previous_spec.clone() else {
+                    continue;
+                };
+                let before = before.clone();
+                let mut service = self.next_service(&previous, now);
+                self.retain_previous(&mut service, Some(&before));
+                status.to_version = service.version;
+                service
+            } else {
+                before.clone()
+            };
+            service.status.get_or_insert_with(Default::default).update = Some(status);
+            if self.services.get(&decision.service_name) == Some(&service) {
+                continue;
+            }
+            self.services
+                .insert(decision.service_name.clone(), service.clone());
+            self.emit_service(now, ChangeKind::Updated, service);
+        }
+    }
+}

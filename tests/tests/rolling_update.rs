@@ -1,0 +1,270 @@
+//! Rolling updates with the real binaries on the real Docker engine: a new version
+//! that never passes its health check is rolled back by the control plane on its own,
+//! while the old version keeps answering HTTP (sampled every 100 ms) and keeps at
+//! least one healthy replica throughout.
+
+use constellation_proto::v1 as pb;
+use constellation_tests::api::{allocations, client};
+use constellation_tests::binaries::{Agent, ControlPlane};
+use constellation_tests::docker;
+use std::sync::Arc;
+use std::sync::atomic::{AtomicBool, Ordering};
+use std::time::{Duration, Instant};
+use tokio::io::{AsyncReadExt, AsyncWriteExt};
+
+fn ms(ms: u64) -> Option<pbjson_types::Duration> {
+    Some(pbjson_types::Duration {
+        seconds: (ms / 1000) as i64,
+        nanos: ((ms % 1000) * 1_000_000) as i32,
+    })
+}
+
+/// busybox httpd on 8080 with a fast health check, two replicas, stop-first updates
+/// one at a time with a short monitor period.
+fn web(name: &str) -> pb::ServiceSpec {
+    pb::ServiceSpec {
+        name: name.into(),
+        image: docker::test_image(),
+        command: ["httpd", "-f", "-p", "8080", "-h", "/www"]
+            .map(String::from)
+            .to_vec(),
+        replicas: Some(2),
+        ports: vec![pb::PortSpec {
+            container_port: 8080,
+            host_ip: "127.0.0.1".into(),
+            ..Default::default()
+        }],
+        health_check: Some(pb::HealthCheck {
+            test: ["CMD", "wget", "-q", "-O-", "http://127.0.0.1:8080/"]
+                .map(String::from)
+                .to_vec(),
+            interval: ms(300),
+            timeout: ms(1000),
+            retries: 2,
+            ..Default::default()
+        }),
+        stop_grace_period: ms(1000),
+        update: Some(pb::UpdatePolicy {
+            parallelism: 1,
+            order: pb::UpdateOrder::StopFirst as i32,
+            monitor: ms(1000),
+            healthy_deadline: ms(20_000),
+            ..Default::default()
+        }),
+        ..Default::default()
+    }
+}
+
+fn healthy(a: &pb::Allocation) -> bool {
+    let s = a.status.clone().unwrap_or_default();
+    s.state() == pb::AllocationState::Running && s.health() == pb::HealthState::Healthy
+}
+
+async fn service(addr: &str, name: &str) -> pb::Service {
+    client(addr)
+        .get_service(pb::GetServiceRequest {
+            name: name.into(),
+            ..Default::default()
+        })
+        .await
+        .expect("GetService")
+        .into_inner()
+        .service
+        .expect("a service")
+}
+
+fn update_state(service: &pb::Service) -> pb::UpdateState {
+    service
+        .status
+        .as_ref()
+        .and_then(|s| s.update.as_ref())
+        .map_or(pb::UpdateState::Unspecified, |u| u.state())
+}
+
+/// One GET / with a 2 s bound; true on a 200 answer.
+async fn http_ok(addr: &str) -> bool {
+    let get = async {
+        let mut stream = tokio::net::TcpStream::connect(addr).await?;
+        let request = format!("GET / HTTP/1.0\r\nHost: {addr}\r\n\r\n");
+        stream.write_all(request.as_bytes()).await?;
+        let mut response = String::new();
+        stream.read_to_string(&mut response).await?;
+        std::io::Result::Ok(response)
+    };
+    matches!(
+        tokio::time::timeout(Duration::from_secs(2), get).await,
+        Ok(Ok(r)) if r.starts_with("HTTP/1.0 200") || r.starts_with("HTTP/1.1 200")
+    )
+}
+
+/// Polls until `ok` holds, or fails after `timeout` with `what`.
+async fn wait_until<F, Fut>(timeout: Duration, what: &str, mut ok: F)
+where
+    F: FnMut() -> Fut,
+    Fut: std::future::Future<Output = bool>,
+{
+    let start = Instant::now();
+    while !ok().await {
+        assert!(start.elapsed() < timeout, "{what}: not within {timeout:?}");
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    }
+}
+
+/// What the sampler saw.
+#[derive(Debug, Default)]
+struct Samples {
+    healthy: Vec<usize>,
+    http_failures: usize,
+    http_requests: usize,
+    states: Vec<pb::UpdateState>,
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_version_failing_its_health_check_rolls_back_while_the_old_one_serves() {
+    let Some(_docker) = docker::connect_or_skip("rolling_update").await.unwrap() else {
+        return;
+    };
+    let dir = tempfile::tempdir().unwrap();
+    let cp = ControlPlane::bootstrap(1, &dir.path().join("cp1"))
+        .await
+        .unwrap();
+    let node = docker::unique_name("roll");
+    let _containers = docker::NodeContainersGuard::new(&[&node]);
+    let _agent = Agent::start(&node, &cp.api_addr, &dir.path().join("secrets"))
+        .await
+        .unwrap();
+    let name = docker::unique_name("rollweb");
+    client(&cp.api_addr)
+        .apply_service(pb::ApplyServiceRequest {
+            spec: Some(web(&name)),
+            ..Default::default()
+        })
+        .await
+        .expect("ApplyService");
+    wait_until(Duration::from_secs(40), "two healthy replicas", || async {
+        let live = allocations(&cp.api_addr, &name).await;
+        live.len() == 2 && live.iter().all(healthy)
+    })
+    .await;
+    let original = service(&cp.api_addr, &name).await;
+    let v1 = original.version;
+    // Stop-first, one at a time, lowest slot first: slot 1 keeps the old version
+    // through the update and the rollback; it must answer every request.
+    let live = allocations(&cp.api_addr, &name).await;
+    let kept = live.iter().find(|a| a.slot == 1).cloned().expect("slot 1");
+    let endpoint = kept
+        .status
+        .as_ref()
+        .and_then(|s| s.endpoints.first().cloned())
+        .expect("an endpoint");
+    let kept_addr = format!("{}:{}", endpoint.host_ip, endpoint.host_port);
+    assert!(http_ok(&kept_addr).await, "the old version answers");
+
+    let sampling = Arc::new(AtomicBool::new(true));
+    let sampler = tokio::spawn({
+        let (addr, name, sampling) = (cp.api_addr.clone(), name.clone(), sampling.clone());
+        async move {
+            let mut samples = Samples::default();
+            while sampling.load(Ordering::Relaxed) {
+                let live = allocations(&addr, &name).await;
+                samples
+                    .healthy
+                    .push(live.iter().filter(|a| healthy(a)).count());
+                samples.http_requests += 1;
+                if !http_ok(&kept_addr).await {
+                    samples.http_failures += 1;
+                }
+                let state = update_state(&service(&addr, &name).await);
+                if samples.states.last() != Some(&state) {
+                    samples.states.push(state);
+                }
+                tokio::time::sleep(Duration::from_millis(100)).await;
+            }
+            samples
+        }
+    });
+
+    // The new version never serves: its health check fails.
+    let mut broken = web(&name);
+    broken.command = ["sh", "-c", "exec sleep 3600"].map(String::from).to_vec();
+    let started = Instant::now();
+    client(&cp.api_addr)
+        .apply_service(pb::ApplyServiceRequest {
+            spec: Some(broken),
+            ..Default::default()
+        })
+        .await
+        .expect("ApplyService v2");
+    wait_until(Duration::from_secs(50), "rolled back", || async {
+        let s = service(&cp.api_addr, &name).await;
+        let live = allocations(&cp.api_addr, &name).await;
+        update_state(&s) == pb::UpdateState::RolledBack
+            && live.len() == 2
+            && live.iter().all(healthy)
+    })
+    .await;
+    let took = started.elapsed();
+    sampling.store(false, Ordering::Relaxed);
+    let samples = sampler.await.unwrap();
+    eprintln!("rolled back in {took:?}; {samples:?}");
+
+    assert!(samples.healthy.len() >= 5, "too few samples: {samples:?}");
+    assert!(
+        samples.healthy.iter().all(|&n| n >= 1),
+        "no healthy replica at some point: {samples:?}"
+    );
+    assert_eq!(
+        samples.http_failures, 0,
+        "the old version stopped answering"
+    );
+    let seen: Vec<pb::UpdateState> = samples
+        .states
+        .iter()
+        .copied()
+        .filter(|s| *s != pb::UpdateState::Unspecified)
+        .collect();
+    assert_eq!(
+        seen.last(),
+        Some(&pb::UpdateState::RolledBack),
+        "{samples:?}"
+    );
+    assert!(
+        seen.contains(&pb::UpdateState::RollingBack),
+        "rolling back was visible: {samples:?}"
+    );
+
+    let rolled = service(&cp.api_addr, &name).await;
+    assert_eq!(rolled.spec, original.spec, "the spec is the original again");
+    assert_eq!(
+        rolled.version,
+        v1 + 2,
+        "the rollback is a version of its own"
+    );
+    let update = rolled.status.and_then(|s| s.update).expect("update status");
+    assert_eq!(
+        (update.from_version, update.to_version),
+        (v1 + 1, v1 + 2),
+        "{update:?}"
+    );
+    assert!(
+        update.message.contains("rolled back") && update.message.contains("health check"),
+        "{update:?}"
+    );
+    // Every replica runs a version whose spec is the original: v1 (never replaced)
+    // or the rollback's version.
+    let live = allocations(&cp.api_addr, &name).await;
+    assert!(
+        live.iter()
+            .all(|a| a.service_version == v1 || a.service_version == v1 + 2),
+        "{live:#?}"
+    );
+    assert!(
+        live.iter().any(|a| a.id == kept.id),
+        "slot 1 was never replaced"
+    );
+
+    client(&cp.api_addr)
+        .delete_service(pb::DeleteServiceRequest { name: name.clone() })
+        .await
+        .unwrap();
+}
