@@ -619,3 +619,46 @@ proptest! {
         }
     }
 }
+
+proptest! {
+    #![proptest_config(ProptestConfig::with_cases(64))]
+
+    /// Draining a node never leaves the service with fewer healthy replicas than it
+    /// asks for (the old allocation runs until its replacement is healthy), never
+    /// has more than `parallelism` replacements in flight, and ends with nothing on
+    /// the drained node.
+    #[test]
+    fn drains_keep_every_replica_healthy(
+        nodes in 2usize..5,
+        replicas in 1u32..6,
+        parallelism in 1u32..3,
+        batch in 1u32..3,
+        drained in 0usize..5,
+        gaps in prop::collection::vec((any::<bool>(), 100i64..3000), 1..40),
+    ) {
+        let names: Vec<String> = (0..nodes).map(|i| format!("n{i}")).collect();
+        let refs: Vec<&str> = names.iter().map(String::as_str).collect();
+        let mut sim = Sim::new(&refs);
+        sim.put(web(replicas, "web:v1", UpdateOrder::StopFirst, parallelism));
+        sim.run(3, 1000, &by_image);
+        prop_assert_eq!(sim.healthy("web"), replicas as usize);
+        let node = names[drained % nodes].clone();
+        sim.drain(&node, 3600, batch);
+        for (agents, ms) in gaps {
+            sim.step();
+            let live = sim.live("web");
+            prop_assert!(sim.healthy("web") >= replicas as usize, "{live:?}");
+            prop_assert!(live.len() <= (replicas + parallelism) as usize, "{live:?}");
+            if agents {
+                sim.agents(&by_image);
+            }
+            sim.advance_ms(ms);
+        }
+        sim.run(40, 1000, &by_image);
+        let live = sim.live("web");
+        prop_assert_eq!(live.len(), replicas as usize);
+        prop_assert!(live.iter().all(|a| a.node_name != node), "{live:?}");
+        let drain = sim.state.node(&node).and_then(|n| n.drain).unwrap_or_default();
+        prop_assert!(drain.completed, "{drain:?}");
+    }
+}
