@@ -91,12 +91,15 @@ impl State {
         Ok(outcome(Outcome::Node(node)))
     }
 
-    /// Marks the node's non-terminal allocations LOST (the scheduler replaces them);
-    /// the caller settles the returned nodes and services.
+    /// Marks the node's non-terminal allocations LOST (the scheduler replaces them),
+    /// and those told to stop whose container was still up (no report of their stop
+    /// will come, and a drain waits for them); the caller settles the returned nodes
+    /// and services.
     fn lose_allocations(&mut self, node_id: &str, now: Timestamp) -> Touched {
         let mut touched = Touched::default();
         for id in self.allocation_ids_of_node(node_id) {
-            let Some(alloc) = self.allocations.get(&id).filter(|a| !is_terminal(a)) else {
+            let lost = |a: &&Allocation| !is_terminal(a) || still_active(a);
+            let Some(alloc) = self.allocations.get(&id).filter(lost) else {
                 continue;
             };
             let mut alloc = alloc.clone();

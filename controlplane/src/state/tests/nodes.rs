@@ -303,3 +303,30 @@ fn unknown_enum_values_are_invalid_and_unspecified_normalised() {
         Some(NodeStatus::Unknown)
     );
 }
+
+#[test]
+fn node_down_loses_allocations_told_to_stop_that_still_ran() {
+    let mut state = State::new();
+    register(&mut state, 1, "n1", "alpha");
+    apply(&mut state, 2, plan(vec![alloc("a1", "web", "n1")], &[]));
+    apply(
+        &mut state,
+        3,
+        report("n1", "a1", AllocationState::Running, HealthState::None),
+    );
+    set_availability(&mut state, 4, "alpha", NodeAvailability::Draining, None);
+    let mut stopping = state.allocation("a1").cloned().expect("a1");
+    stopping.set_desired_state(constellation_proto::v1::AllocationDesiredState::Stop);
+    apply(&mut state, 5, plan(vec![stopping], &[]));
+    let drain = state.node("alpha").and_then(|n| n.drain).expect("drain");
+    assert_eq!(
+        (drain.remaining, drain.completed),
+        (1, false),
+        "its container still runs"
+    );
+    set_status(&mut state, 6, "n1", NodeStatus::Down, "gone");
+    let a1 = state.allocation("a1").and_then(|a| a.status.clone());
+    assert_eq!(a1.map(|s| s.state()), Some(AllocationState::Lost));
+    let drain = state.node("alpha").and_then(|n| n.drain).expect("drain");
+    assert_eq!((drain.remaining, drain.completed), (0, true));
+}
