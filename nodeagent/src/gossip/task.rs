@@ -28,6 +28,12 @@ use tokio_util::sync::CancellationToken;
 /// How often suspicion changes are looked for (foca does not notify them) and joining
 /// is retried. Suspicion is advisory, so a fifth of a second is timely enough.
 const SCAN_PERIOD: Duration = Duration::from_millis(200);
+/// Datagrams already queued in the socket that are handled before due timers fire.
+const QUEUED_DATAGRAMS_BEFORE_TIMERS: usize = 256;
+/// A timer handled this late means the process was starved of CPU (or paused).
+const LATE_TIMER: Duration = Duration::from_millis(50);
+/// Highest local health score: suspicion lasts up to (1 + this) times its setting.
+const MAX_HEALTH_SCORE: u32 = 8;
 /// Direct pushes of our items sent per scan (50 a second). When many members join at
 /// once (a cold start, or a wave of rejoins after an overload) pushing to each at once
 /// would add a datagram per member per join to the storm; spread out, a new member of a
@@ -44,6 +50,13 @@ pub struct GossipTask {
     runtime: AccumulatingRuntime<NodeIdentity>,
     /// Set once shutdown began and this member is leaving the cluster.
     leaving: bool,
+    /// Local health, after Lifeguard: 0 when this process keeps up; raised when its
+    /// timers run late or the cluster declared it down, lowered after calm probe
+    /// periods. Suspicions it starts last `(1 + score)` times `suspect_to_down`, so a
+    /// starved member does not declare others down for its own slowness.
+    health_score: u32,
+    /// When the score last changed, or the last late timer.
+    health_changed: Instant,
     timers: TimerQueue<Timer<NodeIdentity>>,
     socket: UdpSocket,
     commands: mpsc::Receiver<Command>,
@@ -96,6 +109,8 @@ impl GossipTask {
             foca,
             runtime: AccumulatingRuntime::new(),
             leaving: false,
+            health_score: 0,
+            health_changed: Instant::now(),
             timers: TimerQueue::default(),
             socket,
             commands,
@@ -140,7 +155,11 @@ impl GossipTask {
             };
             match step {
                 Step::Shutdown => break,
-                Step::Timers => self.fire_due_timers().await,
+                Step::Timers => {
+                    self.observe_lateness(Instant::now());
+                    self.receive_queued(&mut datagram).await;
+                    self.fire_due_timers().await;
+                }
                 Step::Datagram(Ok((len, from))) => self.receive(&datagram[..len], from).await,
                 // ICMP errors from earlier sends surface here on some systems; the
                 // socket itself is fine.
@@ -161,6 +180,53 @@ impl GossipTask {
         self.flush().await;
         tracing::info!(identity = %self.foca.identity(), "gossip: left the cluster");
         Ok(())
+    }
+
+    /// Handles the datagrams already waiting in the socket (at most a bounded number).
+    /// Run before due timers fire: when this process was starved of CPU, an ack that
+    /// arrived in time may still sit in the socket, and firing the probe's timer first
+    /// would suspect a member for this member's own slowness (Lifeguard's point).
+    async fn receive_queued(&mut self, datagram: &mut [u8]) {
+        for _ in 0..QUEUED_DATAGRAMS_BEFORE_TIMERS {
+            match self.socket.try_recv_from(datagram) {
+                Ok((len, from)) => {
+                    let received = datagram[..len].to_vec();
+                    self.receive(&received, from).await;
+                }
+                Err(_) => break,
+            }
+        }
+    }
+
+    /// Updates the local health score from how late the earliest due timer is handled.
+    fn observe_lateness(&mut self, now: Instant) {
+        let late = self
+            .timers
+            .next_deadline()
+            .is_some_and(|deadline| now.saturating_duration_since(deadline) > LATE_TIMER);
+        if late {
+            self.health_changed = now;
+            self.set_health_score(self.health_score + 1);
+        } else if self.health_score > 0
+            && now.saturating_duration_since(self.health_changed) >= self.config.probe_period * 4
+        {
+            self.health_changed = now;
+            self.set_health_score(self.health_score - 1);
+        }
+    }
+
+    fn set_health_score(&mut self, score: u32) {
+        let score = score.min(MAX_HEALTH_SCORE);
+        if score == self.health_score {
+            return;
+        }
+        self.health_score = score;
+        let mut config = self.config.foca_config(ENVELOPE_LEN);
+        config.suspect_to_down_after = self.config.suspect_to_down * (1 + score);
+        match self.foca.set_config(config) {
+            Ok(()) => tracing::debug!(score, "gossip: local health score changed"),
+            Err(e) => tracing::warn!(error = %e, "gossip: could not scale the suspicion time"),
+        }
     }
 
     async fn fire_due_timers(&mut self) {
@@ -437,6 +503,9 @@ impl GossipTask {
             }
             OwnedNotification::Rejoin(id) => {
                 tracing::warn!(identity = %id, "gossip: the cluster declared us down; rejoined");
+                // Being declared down means we did not refute in time: likely slow.
+                self.health_changed = Instant::now();
+                self.set_health_score(self.health_score + 1);
                 self.current.send_replace(id);
                 self.queue_own_items();
             }
