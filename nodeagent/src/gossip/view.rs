@@ -104,7 +104,7 @@ mod tests {
     #[test]
     fn down_is_reported_until_a_newer_generation_is_up() {
         let mut v = MemberView::new("me");
-        assert!(v.apply(&GossipEvent::Up(id("a", 1))) == false);
+        assert!(!v.apply(&GossipEvent::Up(id("a", 1))));
         assert!(v.apply(&GossipEvent::Suspect(id("a", 1))));
         assert!(v.apply(&GossipEvent::Down(id("a", 1))));
         assert_eq!(states(&v), [("a".into(), MemberState::Down, 1)]);
