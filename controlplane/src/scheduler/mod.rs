@@ -86,14 +86,14 @@ pub fn plan(
 /// Plans against the leader's state and commits the plan, if any. True when the state
 /// needed nothing or the plan was committed; errors are logged and answer false, so the
 /// leader plans again on its next tick. Also false while a drain or a rolling update
-/// waits on time rather than on the state ([`update::waits_on_time`]): the leader
+/// waits on time rather than on the state ([`update::next_wake`]): the leader
 /// plans again on its next tick even if nothing changed.
 pub async fn schedule_once(cluster: &Cluster) -> bool {
     let now = crate::cluster::now();
     let planned = cluster
         .read(pb::ReadConsistency::Stale, |s| {
             let plan = plan(s, now, &mut || uuid::Uuid::new_v4().to_string());
-            (plan, update::waits_on_time(s))
+            (plan, update::next_wake(s, &now).is_some())
         })
         .await;
     let (plan, waits) = match planned {

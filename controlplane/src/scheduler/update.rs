@@ -36,13 +36,13 @@ use std::collections::BTreeSet;
 
 use constellation_proto::v1::{
     Allocation, AllocationDesiredState, AllocationState, FailureAction, HealthState, Service,
-    ServiceUpdateDecision, UpdateOrder, UpdatePolicy, UpdateState, UpdateStatus,
+    ServiceSpec, ServiceUpdateDecision, UpdateOrder, UpdatePolicy, UpdateState, UpdateStatus,
 };
 use pbjson_types::{Duration, Timestamp};
 
 use super::replace::{duration_nanos, elapsed, healthy_for, is_healthy, nanos};
 use super::{Planner, desired_replicas, is_live};
-use crate::state::{runtime_hash, update_in_progress, update_state};
+use crate::state::{State, runtime_hash, update_in_progress, update_state};
 
 /// How long a new replica must stay healthy before the next batch when unset.
 pub const DEFAULT_MONITOR: Duration = Duration {
@@ -110,11 +110,63 @@ pub(super) fn timing(policy: &UpdatePolicy) -> Timing {
     }
 }
 
-/// Whether some decision waits on time rather than on a change of the state (an
-/// update's monitor, delay or healthy deadline, a drain's deadline), so the leader
-/// must plan again even when nothing changes.
-pub(super) fn waits_on_time(state: &crate::state::State) -> bool {
-    state.services().any(update_in_progress) || state.nodes().any(super::drain::drain_pending)
+/// The earliest time after `now` at which a drain or an update decision changes with
+/// the state unchanged: a new replica's monitor (+ delay) period ending, a healthy
+/// deadline, a drain deadline. `None` when nothing waits on time. Times may come early
+/// (planning then changes nothing); none is late.
+pub fn next_wake(state: &State, now: &Timestamp) -> Option<Timestamp> {
+    let mut times: Vec<i128> = Vec::new();
+    for service in state.services() {
+        let Some(spec) = &service.spec else {
+            continue;
+        };
+        let timing = timing(&spec.update.unwrap_or_default());
+        let gate = timing.monitor.saturating_add(timing.delay);
+        let in_progress = update_in_progress(service);
+        let outdated = outdated_versions(service, spec);
+        let live = state
+            .allocations_of_service(&spec.name)
+            .filter(|a| is_live(state, a) && !outdated.contains(&a.service_version));
+        for alloc in live {
+            let replacement = !alloc.previous_allocation_id.is_empty();
+            if !in_progress && !replacement {
+                continue;
+            }
+            if is_healthy(alloc) {
+                let since = alloc.status.as_ref().and_then(|s| s.updated_at.as_ref());
+                times.extend(since.map(|t| nanos(t).saturating_add(gate)));
+            } else {
+                let placed = alloc.created_at.as_ref();
+                times.extend(placed.map(|t| nanos(t).saturating_add(timing.healthy_deadline)));
+            }
+        }
+    }
+    for node in state.nodes().filter(|n| super::drain::drain_pending(n)) {
+        times.extend(node.drain.and_then(|d| d.deadline).as_ref().map(nanos));
+    }
+    let now = nanos(now);
+    times.into_iter().filter(|t| *t > now).min().map(timestamp)
+}
+
+/// The retained versions whose spec has another runtime hash than `spec` (the
+/// service's current one): their allocations are outdated.
+fn outdated_versions(service: &Service, spec: &ServiceSpec) -> BTreeSet<u64> {
+    let current = runtime_hash(spec);
+    service
+        .retained_versions
+        .iter()
+        .filter(|v| v.spec.as_ref().map(runtime_hash).as_ref() != Some(&current))
+        .map(|v| v.version)
+        .collect()
+}
+
+/// Nanoseconds since the epoch as a timestamp, saturating.
+fn timestamp(nanos: i128) -> Timestamp {
+    const NANOS_PER_SECOND: i128 = 1_000_000_000;
+    Timestamp {
+        seconds: i64::try_from(nanos.div_euclid(NANOS_PER_SECOND)).unwrap_or(i64::MAX),
+        nanos: i32::try_from(nanos.rem_euclid(NANOS_PER_SECOND)).unwrap_or(0),
+    }
 }
 
 impl<'a> Planner<'a> {
@@ -134,13 +186,7 @@ impl<'a> Planner<'a> {
         }
         let policy = spec.update.unwrap_or_default();
         let timing = timing(&policy);
-        let current = runtime_hash(spec);
-        let outdated_versions: BTreeSet<u64> = service
-            .retained_versions
-            .iter()
-            .filter(|v| v.spec.as_ref().map(runtime_hash).as_ref() != Some(&current))
-            .map(|v| v.version)
-            .collect();
+        let outdated_versions = outdated_versions(service, spec);
         let outdated = |a: &Allocation| outdated_versions.contains(&a.service_version);
         // Runs the current spec for sure: its version's spec is known to be the same.
         let up_to_date = |a: &Allocation| {

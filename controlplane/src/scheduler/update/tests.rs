@@ -13,6 +13,7 @@ use pbjson_types::{Duration, Timestamp};
 use proptest::prelude::*;
 
 use super::super::{is_live, plan};
+use super::next_wake;
 use crate::state::{COMMAND_VERSION, State, is_terminal, spec_of_version};
 
 const START: i64 = 1_700_000_000;
@@ -661,4 +662,42 @@ proptest! {
         let drain = sim.state.node(&node).and_then(|n| n.drain).unwrap_or_default();
         prop_assert!(drain.completed, "{drain:?}");
     }
+}
+
+#[test]
+fn the_next_wake_is_the_end_of_a_monitor_period_or_a_deadline() {
+    let mut sim = running(2, UpdateOrder::StopFirst, 1);
+    assert_eq!(next_wake(&sim.state, &sim.now()), None, "nothing waits");
+    sim.put(web(2, "web:v2", UpdateOrder::StopFirst, 1));
+    sim.step();
+    let placed = sim.now();
+    // Placed, not healthy yet: its healthy deadline (30 s).
+    assert_eq!(
+        next_wake(&sim.state, &sim.now()).map(|t| t.seconds),
+        Some(placed.seconds + 30)
+    );
+    sim.advance_ms(1500);
+    sim.agents(&by_image);
+    let healthy_at = sim.now();
+    // Healthy: the end of its monitor period (5 s).
+    assert_eq!(next_wake(&sim.state, &sim.now()), {
+        let mut t = healthy_at;
+        t.seconds += 5;
+        Some(t)
+    });
+    sim.run(30, 1000, &by_image);
+    assert_eq!(sim.update("web").state(), UpdateState::Completed);
+    assert_eq!(next_wake(&sim.state, &sim.now()), None);
+
+    // A drain with nowhere to go wakes at its deadline.
+    let mut sim = Sim::new(&["a"]);
+    sim.put(web(1, "web:v1", UpdateOrder::StopFirst, 1));
+    sim.run(2, 1000, &by_image);
+    let start = sim.now();
+    sim.drain("a", 10, 1);
+    sim.step();
+    assert_eq!(
+        next_wake(&sim.state, &sim.now()).map(|t| t.seconds),
+        Some(start.seconds + 10)
+    );
 }
