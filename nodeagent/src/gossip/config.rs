@@ -89,6 +89,9 @@ pub struct GossipConfig {
     pub event_buffer: usize,
     /// Metadata announced at start.
     pub metadata: NodeMetadata,
+    /// Lifeguard-style local health: handle queued acks before timers and lengthen
+    /// suspicions while this process runs late. On by default; off only to measure it.
+    pub local_health: bool,
 }
 
 impl GossipConfig {
@@ -114,6 +117,7 @@ impl GossipConfig {
             max_nodes: 10_000,
             event_buffer: 4096,
             metadata: NodeMetadata::default(),
+            local_health: true,
         }
     }
 

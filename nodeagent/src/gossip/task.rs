@@ -156,8 +156,10 @@ impl GossipTask {
             match step {
                 Step::Shutdown => break,
                 Step::Timers => {
-                    self.observe_lateness(Instant::now());
-                    self.receive_queued(&mut datagram).await;
+                    if self.config.local_health {
+                        self.observe_lateness(Instant::now());
+                        self.receive_queued(&mut datagram).await;
+                    }
                     self.fire_due_timers().await;
                 }
                 Step::Datagram(Ok((len, from))) => self.receive(&datagram[..len], from).await,
@@ -504,8 +506,10 @@ impl GossipTask {
             OwnedNotification::Rejoin(id) => {
                 tracing::warn!(identity = %id, "gossip: the cluster declared us down; rejoined");
                 // Being declared down means we did not refute in time: likely slow.
-                self.health_changed = Instant::now();
-                self.set_health_score(self.health_score + 1);
+                if self.config.local_health {
+                    self.health_changed = Instant::now();
+                    self.set_health_score(self.health_score + 1);
+                }
                 self.current.send_replace(id);
                 self.queue_own_items();
             }

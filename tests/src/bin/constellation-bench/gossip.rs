@@ -38,6 +38,8 @@ pub struct Options {
     pub steady: Duration,
     pub probe_period: Option<Duration>,
     pub suspect_to_down: Option<Duration>,
+    /// Lifeguard-style local health (on in the agent); off to measure what it does.
+    pub local_health: bool,
 }
 
 struct Member {
@@ -87,13 +89,14 @@ pub async fn run(options: Options) -> anyhow::Result<()> {
     let sample = bench.config("sample");
     println!(
         "gossip: {n} members on loopback UDP; probe period {:?}, probe rtt {:?}, suspect-to-down {:?}, \
-         gossip every {:?} to {}, max datagram {} bytes",
+         gossip every {:?} to {}, max datagram {} bytes, local health {}",
         sample.probe_period,
         sample.probe_rtt,
         sample.suspect_to_down,
         sample.gossip_period,
         sample.gossip_fanout,
-        sample.max_datagram
+        sample.max_datagram,
+        if sample.local_health { "on" } else { "off" }
     );
     let lag = LagProbe::start();
     let run_started = Instant::now();
@@ -276,6 +279,7 @@ impl Bench {
         if let Some(s) = self.options.suspect_to_down {
             config.suspect_to_down = s;
         }
+        config.local_health = self.options.local_health;
         config
     }
 
