@@ -128,6 +128,9 @@ enum Bench {
         /// Override the suspect-to-down time of `GossipConfig::lan` (e.g. 1150ms).
         #[arg(long, value_parser = gossip::parse_duration)]
         suspect_to_down: Option<Duration>,
+        /// Lifeguard-style local health (`on`, as agents run, or `off`).
+        #[arg(long, default_value = "on", value_parser = ["on", "off"])]
+        local_health: String,
     },
 }
 
@@ -157,6 +160,7 @@ async fn main() -> anyhow::Result<()> {
             steady,
             probe_period,
             suspect_to_down,
+            local_health,
         } => {
             gossip::run(gossip::Options {
                 members,
@@ -165,6 +169,7 @@ async fn main() -> anyhow::Result<()> {
                 steady,
                 probe_period,
                 suspect_to_down,
+                local_health: local_health != "off",
             })
             .await
         }
