@@ -67,6 +67,24 @@ impl Cluster {
         Ok(Some(cluster))
     }
 
+    /// [`Cluster::start_or_skip`] with 3 hosts, then the service with 2 replicas until
+    /// both are healthy: the cluster, the healthy allocations by id, and the index of a
+    /// host running one of them (the victim of a fault).
+    pub async fn with_service_or_skip(
+        test: &str,
+    ) -> anyhow::Result<Option<(Self, BTreeMap<String, pb::Allocation>, usize)>> {
+        let Some(cluster) = Self::start_or_skip(test, 3).await? else {
+            return Ok(None);
+        };
+        cluster.apply_service(2).await?;
+        let healthy = cluster
+            .wait_healthy(2, &[], Duration::from_secs(60))
+            .await?;
+        let first = healthy.values().next().context("two replicas")?;
+        let victim = cluster.host_of(first)?;
+        Ok(Some((cluster, healthy, victim)))
+    }
+
     /// Starts host `i`'s agent and waits until its session is accepted.
     pub async fn start_agent(&mut self, i: usize) -> anyhow::Result<()> {
         let host = &self.hosts.hosts()[i];

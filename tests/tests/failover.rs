@@ -16,12 +16,9 @@ const WAIT: Duration = Duration::from_secs(60);
 async fn a_killed_hosts_replica_runs_elsewhere_and_its_restart_runs_no_duplicate()
 -> anyhow::Result<()> {
     let test = "a_killed_hosts_replica_runs_elsewhere_and_its_restart_runs_no_duplicate";
-    let Some(mut cluster) = Cluster::start_or_skip(test, 3).await? else {
+    let Some((mut cluster, before, victim)) = Cluster::with_service_or_skip(test).await? else {
         return Ok(());
     };
-    cluster.apply_service(2).await?;
-    let before = cluster.wait_healthy(2, &[], WAIT).await?;
-    let victim = cluster.host_of(before.values().next().expect("two replicas"))?;
     let victim_name = node_name(victim);
 
     let killed = Instant::now();
@@ -61,12 +58,9 @@ async fn a_killed_hosts_replica_runs_elsewhere_and_its_restart_runs_no_duplicate
 async fn a_partitioned_host_is_replaced_and_after_healing_exactly_the_desired_count_runs()
 -> anyhow::Result<()> {
     let test = "a_partitioned_host_is_replaced_and_after_healing_exactly_the_desired_count_runs";
-    let Some(mut cluster) = Cluster::start_or_skip(test, 3).await? else {
+    let Some((mut cluster, _, victim)) = Cluster::with_service_or_skip(test).await? else {
         return Ok(());
     };
-    cluster.apply_service(2).await?;
-    let before = cluster.wait_healthy(2, &[], WAIT).await?;
-    let victim = cluster.host_of(before.values().next().expect("two replicas"))?;
     let victim_name = node_name(victim);
 
     let cut = Instant::now();
@@ -102,12 +96,9 @@ async fn a_partitioned_host_is_replaced_and_after_healing_exactly_the_desired_co
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_partition_shorter_than_the_suspicion_time_declares_nothing_down() -> anyhow::Result<()> {
     let test = "a_partition_shorter_than_the_suspicion_time_declares_nothing_down";
-    let Some(mut cluster) = Cluster::start_or_skip(test, 3).await? else {
+    let Some((mut cluster, before, victim)) = Cluster::with_service_or_skip(test).await? else {
         return Ok(());
     };
-    cluster.apply_service(2).await?;
-    let before = cluster.wait_healthy(2, &[], WAIT).await?;
-    let victim = cluster.host_of(before.values().next().expect("two replicas"))?;
 
     // One second cut off: less than gossip's suspicion (a probe period plus 1 s to
     // refute) and less than the control plane's session timeout.
@@ -141,12 +132,9 @@ async fn a_partition_shorter_than_the_suspicion_time_declares_nothing_down() -> 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn an_agent_restart_moves_nothing() -> anyhow::Result<()> {
     let test = "an_agent_restart_moves_nothing";
-    let Some(mut cluster) = Cluster::start_or_skip(test, 3).await? else {
+    let Some((mut cluster, before, victim)) = Cluster::with_service_or_skip(test).await? else {
         return Ok(());
     };
-    cluster.apply_service(2).await?;
-    let before = cluster.wait_healthy(2, &[], WAIT).await?;
-    let victim = cluster.host_of(before.values().next().expect("two replicas"))?;
     let victim_name = node_name(victim);
 
     // A clean stop, three seconds away (longer than gossip takes to declare the agent's
