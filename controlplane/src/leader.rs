@@ -31,6 +31,7 @@
 use crate::api::dispatcher::{SessionRegistry, lock};
 use crate::cluster::Cluster;
 use crate::failover::{self, DetectorSettings};
+use crate::scheduler::{self, Scheduled};
 use constellation_proto::v1 as pb;
 use openraft::ServerState;
 use std::collections::BTreeMap;
@@ -95,7 +96,8 @@ impl LeaseClocks {
 /// term, expires leases whose countdown ran out, declares down the nodes the failure
 /// detector gives up on (from this member's agent `sessions`), and runs the scheduler
 /// whenever the state changed since its last successful plan (a plan is a function of
-/// the state).
+/// the state and the time) or a time the scheduler reported has come (a reschedule's
+/// delay, a drain's or a rolling update's wait).
 pub async fn run(
     cluster: Cluster,
     sessions: SessionRegistry,
@@ -107,6 +109,8 @@ pub async fn run(
     let mut clocks = LeaseClocks::default();
     let mut recorded_term = None;
     let mut planned_at = None;
+    // When a delayed decision comes due: plan then even if the state did not change.
+    let mut wake_at = None;
     let mut leader_since = None;
     let mut tick = tokio::time::interval(TICK);
     tick.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
@@ -123,6 +127,7 @@ pub async fn run(
             clocks.clear();
             recorded_term = None;
             planned_at = None;
+            wake_at = None;
             leader_since = None;
             continue;
         }
@@ -136,8 +141,12 @@ pub async fn run(
         expire_due_leases(&cluster, &mut clocks).await;
         declare_failed_nodes(&cluster, &sessions, &detector, since).await;
         let index = *applied.borrow();
-        if planned_at != Some(index) && crate::scheduler::schedule_once(&cluster).await {
-            planned_at = Some(index);
+        let due =
+            wake_at.is_some_and(|at| scheduler::reschedule::is_due(&at, &crate::cluster::now()));
+        if (planned_at != Some(index) || due)
+            && let Scheduled::Settled { wake_at: next } = scheduler::schedule_once(&cluster).await
+        {
+            (planned_at, wake_at) = (Some(index), next);
         }
     }
 }

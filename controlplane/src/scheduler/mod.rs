@@ -14,9 +14,10 @@
 //!    extras, highest slots first. Released reservations are free for step 2 of the
 //!    same plan (as the state counts them once the plan applies).
 //! 2. **Placements.** Services with fewer live allocations than replicas get new ones
-//!    in the lowest free slots, each on the best eligible node (see [`plan`]). A LOST
-//!    allocation of the same slot is the new one's `previous_allocation_id` and is
-//!    removed in the same plan.
+//!    in the lowest free slots, each on the best eligible node (see [`plan`]). A slot
+//!    whose last allocation FAILED or was LOST is replaced under the service's
+//!    reschedule policy ([`reschedule`]): perhaps later, perhaps never; the replacement
+//!    names it in `previous_allocation_id`, and it is removed in the same plan.
 //!
 //! A live allocation is never moved: the only change a plan makes to one is desired
 //! STOP. Applying a plan and planning again gives `None` (the plan is a fixpoint).
@@ -26,11 +27,13 @@
 //! *replacements* next to live allocations, which the replica count leaves out until
 //! the allocation they replace is stopped ([`replace`]).
 //!
-//! Later work (reschedule policies, reporting unplaceable replicas) adds steps to the
-//! private `Planner` without changing this shape.
+//! Later work (reporting unplaceable replicas) adds steps to the private `Planner`
+//! without changing this shape.
 
 mod drain;
+mod index;
 mod replace;
+pub mod reschedule;
 #[cfg(test)]
 mod tests;
 mod update;
@@ -43,7 +46,7 @@ use constellation_proto::v1::{
 };
 
 use crate::cluster::Cluster;
-use crate::state::{AllocationFilter, State, is_terminal};
+use crate::state::{State, is_terminal};
 use crate::validate::{parse_cpus, parse_memory};
 use pbjson_types::Timestamp;
 
@@ -62,12 +65,26 @@ use pbjson_types::Timestamp;
 /// overall, the first by name.
 ///
 /// `now` is the leader's wall clock; drains ([`drain`]) and rolling updates
-/// ([`update`]) compare it with deadlines and health periods.
+/// ([`update`]) compare it with deadlines and health periods, reschedules
+/// ([`reschedule`]) with their delays.
 pub fn plan(
     state: &State,
     now: Timestamp,
     ids: &mut impl FnMut() -> String,
 ) -> Option<PlanCommand> {
+    plan_with_wake(state, now, ids).plan
+}
+
+/// A plan, and when the same state needs planning again because time passed.
+#[derive(Debug, Clone, PartialEq)]
+pub struct Planned {
+    pub plan: Option<PlanCommand>,
+    /// The earliest time a delayed reschedule comes due ([`reschedule`]).
+    pub wake_at: Option<Timestamp>,
+}
+
+/// [`plan`], with the time at which the state, unchanged, needs another plan.
+pub fn plan_with_wake(state: &State, now: Timestamp, ids: &mut impl FnMut() -> String) -> Planned {
     let mut planner = Planner::new(state);
     planner.release_orphans();
     for service in state.services() {
@@ -78,34 +95,51 @@ pub fn plan(
         planner.roll(service, &now, ids);
     }
     for service in state.services() {
-        planner.scale_up(service, ids);
+        planner.scale_up(service, &now, ids);
     }
-    planner.finish()
+    let wake_at = planner.wake_at;
+    Planned {
+        plan: planner.finish(),
+        wake_at,
+    }
 }
 
-/// Plans against the leader's state and commits the plan, if any. True when the state
-/// needed nothing or the plan was committed; errors are logged and answer false, so the
-/// leader plans again on its next tick. Also false while a drain or a rolling update
-/// waits on time rather than on the state ([`update::next_wake`]): the leader
-/// plans again on its next tick even if nothing changed.
-pub async fn schedule_once(cluster: &Cluster) -> bool {
+/// What the leader does after one [`schedule_once`].
+#[derive(Debug, Clone, Copy, PartialEq)]
+pub enum Scheduled {
+    /// Plan again on the next tick.
+    Again,
+    /// Plan again when the state changes, or once `wake_at` (wall clock) has come.
+    Settled { wake_at: Option<Timestamp> },
+}
+
+/// Plans against the leader's state and commits the plan, if any. Settled when the
+/// state needed nothing or the plan was committed, with the earliest time a delayed
+/// reschedule comes due or a drain or rolling update waits for ([`update::next_wake`]);
+/// errors are logged and answer `Again`, so the leader plans again on its next tick.
+pub async fn schedule_once(cluster: &Cluster) -> Scheduled {
     let now = crate::cluster::now();
     let planned = cluster
         .read(pb::ReadConsistency::Stale, |s| {
-            let plan = plan(s, now, &mut || uuid::Uuid::new_v4().to_string());
-            (plan, update::next_wake(s, &now).is_some())
+            let planned = plan_with_wake(s, now, &mut || uuid::Uuid::new_v4().to_string());
+            (planned, update::next_wake(s, &now))
         })
         .await;
-    let (plan, waits) = match planned {
-        Ok((plan, waits)) => (plan, waits),
+    let (Planned { plan, wake_at }, update_wake) = match planned {
+        Ok(planned) => planned,
         Err(e) => {
             tracing::warn!(error = %e, "scheduler: read state");
-            return false;
+            return Scheduled::Again;
         }
     };
+    let wake_at = [wake_at, update_wake]
+        .into_iter()
+        .flatten()
+        .min_by_key(|t| (t.seconds, t.nanos));
+    let settled = Scheduled::Settled { wake_at };
     let plan = match plan {
         Some(plan) => plan,
-        None => return !waits,
+        None => return settled,
     };
     let (upserts, removals) = (plan.upserts.len(), plan.removals.len());
     let command = pb::Command {
@@ -115,11 +149,11 @@ pub async fn schedule_once(cluster: &Cluster) -> bool {
     match cluster.write(command).await {
         Ok(_) => {
             tracing::debug!(upserts, removals, "scheduler: plan committed");
-            !waits
+            settled
         }
         Err(e) => {
             tracing::warn!(error = %e, "scheduler: could not commit plan");
-            false
+            Scheduled::Again
         }
     }
 }
@@ -221,13 +255,6 @@ fn is_running(alloc: &Allocation) -> bool {
     })
 }
 
-fn is_lost(alloc: &Allocation) -> bool {
-    alloc
-        .status
-        .as_ref()
-        .is_some_and(|s| s.state() == AllocationState::Lost)
-}
-
 /// A node as this plan sees it: what the state says plus what the plan changed.
 #[derive(Debug)]
 struct NodeUsage<'a> {
@@ -261,39 +288,37 @@ impl NodeUsage<'_> {
 /// One planning pass: the state, the plan so far, and the node usage it implies.
 struct Planner<'a> {
     state: &'a State,
-    /// By node id.
-    nodes: BTreeMap<&'a str, NodeUsage<'a>>,
+    /// By node id, with the indexes placements search.
+    nodes: index::Nodes<'a>,
+    /// The state's allocations per service, read once.
+    allocs: index::Allocations<'a>,
     upserts: Vec<Allocation>,
     removals: Vec<String>,
     /// Rolling update status changes and rollbacks ([`update`]).
     service_updates: Vec<pb::ServiceUpdateDecision>,
     /// Ids of allocations this plan stopped or removed.
     released: BTreeSet<String>,
+    /// The earliest time a reschedule this plan held back comes due.
+    wake_at: Option<Timestamp>,
 }
 
 impl<'a> Planner<'a> {
     fn new(state: &'a State) -> Self {
-        let nodes = state
-            .nodes()
-            .map(|node| {
-                let usage = NodeUsage {
-                    node,
-                    used: node.allocated.unwrap_or_default(),
-                    allocations: state
-                        .allocations_of_node(&node.id)
-                        .filter(|a| !is_terminal(a))
-                        .count(),
-                };
-                (node.id.as_str(), usage)
-            })
-            .collect();
+        let allocs = index::Allocations::new(state);
+        let nodes = index::Nodes::new(state.nodes().map(|node| NodeUsage {
+            node,
+            used: node.allocated.unwrap_or_default(),
+            allocations: allocs.on_node(&node.id),
+        }));
         Self {
             state,
             nodes,
+            allocs,
             upserts: Vec::new(),
             removals: Vec::new(),
             service_updates: Vec::new(),
             released: BTreeSet::new(),
+            wake_at: None,
         }
     }
 
@@ -313,15 +338,8 @@ impl<'a> Planner<'a> {
         if is_terminal(alloc) {
             return;
         }
-        if let Some(usage) = self.nodes.get_mut(alloc.node_id.as_str()) {
-            let reserved = alloc.reserved.unwrap_or_default();
-            usage.used.cpu_millis = usage.used.cpu_millis.saturating_sub(reserved.cpu_millis);
-            usage.used.memory_bytes = usage
-                .used
-                .memory_bytes
-                .saturating_sub(reserved.memory_bytes);
-            usage.allocations = usage.allocations.saturating_sub(1);
-        }
+        let reserved = alloc.reserved.unwrap_or_default();
+        self.nodes.give_back(&alloc.node_id, &reserved);
     }
 
     fn stop(&mut self, alloc: &Allocation) {
@@ -339,14 +357,7 @@ impl<'a> Planner<'a> {
     /// Allocations of services that no longer exist: removed once the agent stopped
     /// them, told to stop while it has not.
     fn release_orphans(&mut self) {
-        let all = AllocationFilter {
-            include_terminal: true,
-            ..Default::default()
-        };
-        for alloc in self.state.allocations(&all) {
-            if self.state.service(&alloc.service_name).is_some() {
-                continue;
-            }
+        for alloc in self.allocs.orphans(self.state) {
             if !is_running(alloc) {
                 self.remove(alloc);
             } else if alloc.desired_state() != AllocationDesiredState::Stop {
@@ -358,10 +369,11 @@ impl<'a> Planner<'a> {
     /// The service's live allocations not released by this plan, by id; replacements
     /// in flight are left out (the allocation they replace holds their slot).
     fn live_of(&self, service: &str) -> Vec<&'a Allocation> {
-        let state = self.state;
-        state
-            .allocations_of_service(service)
-            .filter(|a| is_live(state, a) && !self.released.contains(&a.id))
+        self.allocs
+            .of_service(service)
+            .iter()
+            .copied()
+            .filter(|a| self.allocs.is_live(a) && !self.released.contains(&a.id))
             .filter(|a| !self.is_replacement_in_flight(a))
             .collect()
     }
@@ -384,13 +396,15 @@ impl<'a> Planner<'a> {
     }
 
     /// Places new allocations for the missing replicas, lowest free slots first, then
-    /// removes LOST allocations whose slot is live again.
-    fn scale_up(&mut self, service: &Service, ids: &mut impl FnMut() -> String) {
+    /// removes the FAILED and LOST allocations whose slot is live again. A slot whose
+    /// last allocation failed or was lost is replaced under the service's reschedule
+    /// policy: now, later (the slot stays empty until then), or never ([`reschedule`]).
+    fn scale_up(&mut self, service: &Service, now: &Timestamp, ids: &mut impl FnMut() -> String) {
         let Some(spec) = &service.spec else {
             return;
         };
         let live = self.live_of(&spec.name);
-        // Node id → live allocations of this service, including this plan's.
+        // Node id → live allocations of this service.
         let mut per_node: BTreeMap<String, usize> = BTreeMap::new();
         for alloc in &live {
             *per_node.entry(alloc.node_id.clone()).or_default() += 1;
@@ -398,29 +412,36 @@ impl<'a> Planner<'a> {
         let mut slots: BTreeSet<u32> = live.iter().map(|a| a.slot).collect();
         let missing = desired_replicas(spec).saturating_sub(live.len());
         let need = reservation(spec);
-        let lost: Vec<&Allocation> = self
-            .state
-            .allocations_of_service(&spec.name)
-            .filter(|a| is_lost(a) && !self.released.contains(&a.id))
-            .collect();
+        let rescheduled = self.rescheduled_by_slot(&spec.name);
+        let mut tally = None;
         let mut slot = 0u32;
         for _ in 0..missing {
             while slots.contains(&slot) {
                 slot += 1;
             }
-            let Some(node_id) = self.best_node(spec, &need, &per_node) else {
+            let previous = rescheduled.get(&slot).copied();
+            let attempt = match previous {
+                None => 0,
+                Some(previous) => match reschedule::decide(previous, spec, service.version, now) {
+                    reschedule::Decision::Now { attempt } => attempt,
+                    held => {
+                        self.hold_slot(previous, &held, spec);
+                        slots.insert(slot);
+                        continue;
+                    }
+                },
+            };
+            let tally =
+                tally.get_or_insert_with(|| index::Tally::new(spec, &per_node, &self.nodes));
+            let Some(node_id) = self.nodes.best(spec, &need, tally) else {
                 // Nothing changed since, so no later slot fits either.
                 tracing::debug!(service = %spec.name, slot, "scheduler: no node fits");
                 break;
             };
-            let Some(usage) = self.nodes.get_mut(node_id) else {
-                break; // best_node only returns known nodes
+            tally.place(node_id, &need, &mut self.nodes);
+            let Some(usage) = self.nodes.get(node_id) else {
+                break; // best only returns known nodes
             };
-            usage.used.cpu_millis = usage.used.cpu_millis.saturating_add(need.cpu_millis);
-            usage.used.memory_bytes = usage.used.memory_bytes.saturating_add(need.memory_bytes);
-            usage.allocations += 1;
-            *per_node.entry(node_id.to_owned()).or_default() += 1;
-            let previous = lost.iter().find(|a| a.slot == slot).map(|a| a.id.clone());
             let alloc = Allocation {
                 id: ids(),
                 service_name: spec.name.clone(),
@@ -432,12 +453,16 @@ impl<'a> Planner<'a> {
                 // The state fills in PENDING, stamped with the command's time.
                 status: None,
                 created_at: None,
-                previous_allocation_id: previous.unwrap_or_default(),
-                reschedule_attempts: 0,
+                previous_allocation_id: previous.map(|p| p.id.clone()).unwrap_or_default(),
+                reschedule_attempts: attempt,
                 reserved: Some(need),
+                desired_description: String::new(),
             };
             self.upserts.push(alloc);
             slots.insert(slot);
+        }
+        if rescheduled.is_empty() {
+            return;
         }
         let replaced: BTreeSet<u32> = live
             .iter()
@@ -449,54 +474,31 @@ impl<'a> Planner<'a> {
                     .map(|u| u.slot),
             )
             .collect();
-        for alloc in lost {
-            if replaced.contains(&alloc.slot) {
-                self.remove(alloc);
-            }
+        let gone: Vec<&Allocation> = self
+            .allocs
+            .of_service(&spec.name)
+            .iter()
+            .copied()
+            .filter(|a| {
+                reschedule::is_rescheduled(a)
+                    && !self.released.contains(&a.id)
+                    && replaced.contains(&a.slot)
+            })
+            .collect();
+        for alloc in gone {
+            self.remove(alloc);
         }
     }
 
-    /// The best eligible node for one more allocation of `spec` (see [`plan`]).
+    /// The best eligible node for one more allocation of `spec` (see [`plan`]), whose
+    /// live allocations per node id are `per_node`.
     fn best_node(
-        &self,
+        &mut self,
         spec: &ServiceSpec,
         need: &NodeResources,
         per_node: &BTreeMap<String, usize>,
     ) -> Option<&'a str> {
-        let placement = spec.placement.clone().unwrap_or_default();
-        let max_per_node = placement.max_per_node as usize;
-        let here = |id: &str| per_node.get(id).copied().unwrap_or(0);
-        self.nodes
-            .iter()
-            .filter(|(id, usage)| {
-                accepts_new(usage.node)
-                    && constraints_hold(spec, usage.node)
-                    && (max_per_node == 0 || here(id) < max_per_node)
-                    && usage.fits(need)
-            })
-            .min_by_key(|(id, usage)| {
-                let spread: Vec<usize> = placement
-                    .spreads
-                    .iter()
-                    .map(|s| self.spread_count(&s.attribute, usage.node, per_node))
-                    .collect();
-                (spread, here(id), usage.allocations, usage.name())
-            })
-            .map(|(id, _)| *id)
-    }
-
-    /// Allocations of the service (`per_node`) on nodes sharing `node`'s value of
-    /// `attribute` (nodes without it share the empty value).
-    fn spread_count(&self, attr: &str, node: &Node, per_node: &BTreeMap<String, usize>) -> usize {
-        let value = attribute(node, attr).unwrap_or("");
-        per_node
-            .iter()
-            .filter(|(id, _)| {
-                self.nodes
-                    .get(id.as_str())
-                    .is_some_and(|u| attribute(u.node, attr).unwrap_or("") == value)
-            })
-            .map(|(_, n)| n)
-            .sum()
+        let tally = index::Tally::new(spec, per_node, &self.nodes);
+        self.nodes.best(spec, need, &tally)
     }
 }

@@ -136,12 +136,10 @@ impl Planner<'_> {
             tracing::debug!(service = %spec.name, slot = old.slot, "scheduler: no node for a replacement");
             return false;
         };
-        let Some(usage) = self.nodes.get_mut(node_id) else {
+        self.nodes.take(node_id, &need);
+        let Some(usage) = self.nodes.get(node_id) else {
             return false;
         };
-        usage.used.cpu_millis = usage.used.cpu_millis.saturating_add(need.cpu_millis);
-        usage.used.memory_bytes = usage.used.memory_bytes.saturating_add(need.memory_bytes);
-        usage.allocations += 1;
         let alloc = Allocation {
             id: ids(),
             service_name: spec.name.clone(),

@@ -11,7 +11,11 @@ use pbjson_types::Timestamp;
 use proptest::prelude::*;
 
 use super::*;
-use crate::state::COMMAND_VERSION;
+use crate::state::{AllocationFilter, COMMAND_VERSION};
+
+mod index;
+mod properties;
+mod rescheduling;
 
 const GIB: u64 = 1 << 30;
 
@@ -774,11 +778,19 @@ fn check_plan(before: &State, prefix: &str, p: &PlanCommand) -> Result<State, Te
                 prop_assert!(node.is_some_and(accepts_new), "placed on {node:?}");
                 prop_assert_eq!(upsert.desired_state(), AllocationDesiredState::Run);
             }
-            // Existing: never moved, never re-slotted, only stopped.
+            // Existing: never moved, never re-slotted, only stopped, or (a failed or
+            // lost one whose slot waits) told why in its description.
             Some(existing) => {
                 prop_assert_eq!(&upsert.node_id, &existing.node_id);
                 prop_assert_eq!(upsert.slot, existing.slot);
-                prop_assert_eq!(upsert.desired_state(), AllocationDesiredState::Stop);
+                if upsert.desired_state() != AllocationDesiredState::Stop {
+                    prop_assert!(reschedule::is_rescheduled(existing), "{existing:?}");
+                    let mut described = existing.clone();
+                    described
+                        .desired_description
+                        .clone_from(&upsert.desired_description);
+                    prop_assert_eq!(upsert, &described);
+                }
             }
         }
     }

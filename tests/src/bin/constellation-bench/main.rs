@@ -30,6 +30,10 @@
 //! root): time from killing a host to its node declared down and to its replica
 //! running healthy on another host, p50 and p99.
 //!
+//! `constellation-bench scheduler [--nodes 5000] [--allocations 100000]`: one
+//! `scheduler::plan` placing every replica of a mix of services on N simulated nodes,
+//! over a state built in memory through its commands: placements per second.
+//!
 //! Build the binaries in release mode first; the bench starts the control plane from
 //! the same target directory as itself:
 //!
@@ -49,6 +53,7 @@ mod containers;
 mod failover;
 mod gossip;
 mod rest;
+mod scheduler;
 mod traefik;
 
 #[derive(Parser)]
@@ -109,6 +114,13 @@ enum Bench {
         #[arg(long, default_value_t = 20)]
         trials: usize,
     },
+    /// Placements per second of one scheduler plan over N simulated nodes.
+    Scheduler {
+        #[arg(long, default_value_t = 5_000)]
+        nodes: usize,
+        #[arg(long, default_value_t = 100_000)]
+        allocations: usize,
+    },
     /// Bytes per member, detection time and false positives of N gossip members.
     Gossip {
         #[arg(long, default_value_t = 200)]
@@ -140,6 +152,7 @@ async fn main() -> anyhow::Result<()> {
         Bench::Raft { seconds, clients } => raft(Duration::from_secs(seconds), &clients).await,
         Bench::Containers { count } => containers::run(count).await,
         Bench::Failover { trials } => failover::run(trials).await,
+        Bench::Scheduler { nodes, allocations } => scheduler::run(nodes, allocations),
         Bench::Rest {
             services,
             replicas,
