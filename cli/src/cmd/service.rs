@@ -1,4 +1,5 @@
-//! `constellation service apply|ls|get|rm`: services, the desired state operators write.
+//! `constellation service apply|ls|get|rm|rollback`: services, the desired state operators
+//! write.
 
 use crate::cmd::alloc::AllocationTable;
 use crate::connect::Global;
@@ -8,7 +9,8 @@ use anyhow::Context;
 use clap::Subcommand;
 use constellation_proto::v1::{
     ApplyServiceRequest, ApplyServiceResponse, DeleteServiceRequest, GetServiceRequest,
-    GetServiceResponse, ListServicesRequest, ListServicesResponse, Service, UpdateState,
+    GetServiceResponse, ListServicesRequest, ListServicesResponse, RollbackServiceRequest, Service,
+    UpdateState,
 };
 use serde::Serialize;
 use std::path::PathBuf;
@@ -33,6 +35,9 @@ pub enum Command {
     /// Delete a service; its allocations are stopped.
     #[command(alias = "delete", alias = "remove")]
     Rm { name: String },
+    /// Go back to the service's previous spec, replacing its replicas as an update
+    /// does; `service get` shows the progress.
+    Rollback { name: String },
 }
 
 pub async fn run(global: &Global, command: &Command) -> anyhow::Result<()> {
@@ -67,6 +72,21 @@ pub async fn run(global: &Global, command: &Command) -> anyhow::Result<()> {
                 .await?
                 .into_inner();
             let text = format!("deleted service {name} (event index {})", response.index);
+            output::print(global.output, &Done { text, response })
+        }
+        Command::Rollback { name } => {
+            let response = global
+                .client()
+                .await?
+                .rollback_service(RollbackServiceRequest { name: name.clone() })
+                .await?
+                .into_inner();
+            let version = response.service.as_ref().map_or(0, |s| s.version);
+            let text = format!(
+                "rolling back service {name} to its previous spec as version {version} \
+                 (event index {})",
+                response.index
+            );
             output::print(global.output, &Done { text, response })
         }
     }

@@ -372,6 +372,23 @@ impl ControlPlane for ControlPlaneService {
         })
     }
 
+    async fn rollback_service(
+        &self,
+        request: Request<pb::RollbackServiceRequest>,
+    ) -> Reply<pb::RollbackServiceResponse> {
+        let req = request.into_inner();
+        validate::single(validate::name, "name", &req.name)?;
+        let mut result = self
+            .write(Op::RollbackService(pb::RollbackServiceCommand {
+                name: req.name,
+            }))
+            .await?;
+        ok(pb::RollbackServiceResponse {
+            service: Some(outcome!(result, Service)?),
+            index: result.index,
+        })
+    }
+
     async fn list_nodes(
         &self,
         request: Request<pb::ListNodesRequest>,

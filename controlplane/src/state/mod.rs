@@ -195,6 +195,7 @@ impl State {
             Op::Leadership(c) => self.set_leadership(c, now),
             Op::Restore(c) => self.restore(c),
             Op::Batch(c) => Ok(self.apply_batch(c)),
+            Op::RollbackService(c) => self.rollback_service(c, now),
         }
     }
 

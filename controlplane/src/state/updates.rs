@@ -1,19 +1,20 @@
 //! Rolling updates as the state sees them: the update status a spec change starts,
 //! the specs of older versions kept while allocations still run them, and the
-//! scheduler's update decisions (status changes, rollbacks) that a `Plan` carries.
+//! scheduler's update decisions (status changes, rollbacks) that a `Plan` carries, and
+//! the operator's `RollbackService`.
 //!
 //! The state only records; when to replace which allocation, and when an update has
 //! failed, is the scheduler's pure decision (`scheduler::update`).
 
 use constellation_proto::v1::{
-    ChangeKind, Service, ServiceSpec, ServiceUpdateDecision, ServiceVersion, UpdateState,
-    UpdateStatus,
+    ChangeKind, RollbackServiceCommand, Service, ServiceSpec, ServiceUpdateDecision,
+    ServiceVersion, UpdateState, UpdateStatus, command_result::Outcome,
 };
 use pbjson_types::Timestamp;
 
-use super::State;
 use super::allocations::is_terminal;
 use super::services::spec_hash;
+use super::{OpResult, State, failed_precondition, not_found, outcome};
 
 /// Hash of what makes up a container: the spec without `replicas` and `update`.
 /// Allocations whose version has another runtime hash than the current spec are
@@ -136,6 +137,47 @@ impl State {
         Some(status)
     }
 
+    /// `before` with its previous spec applied as a new version (kept versions and
+    /// counts as for any spec change); `None` without a previous spec.
+    fn rolled_back(&self, before: &Service, now: Timestamp) -> Option<Service> {
+        let previous = before.previous_spec.as_ref()?;
+        let mut service = self.next_service(previous, now);
+        self.retain_previous(&mut service, Some(before));
+        Some(service)
+    }
+
+    /// The operator's rollback: the previous spec as a new version, with update status
+    /// ROLLING_BACK; the scheduler then replaces the replicas as for any update.
+    pub(super) fn rollback_service(
+        &mut self,
+        cmd: &RollbackServiceCommand,
+        now: Timestamp,
+    ) -> OpResult {
+        let Some(before) = self.services.get(&cmd.name).cloned() else {
+            return Err(not_found("service", &cmd.name));
+        };
+        let Some(mut service) = self.rolled_back(&before, now) else {
+            return Err(failed_precondition(format!(
+                "service {:?} has no previous spec to roll back to",
+                cmd.name
+            )));
+        };
+        let mut status = UpdateStatus {
+            from_version: before.version,
+            to_version: service.version,
+            message: "rolling back: requested".into(),
+            started_at: Some(now),
+            ..Default::default()
+        };
+        status.set_state(UpdateState::RollingBack);
+        service.status.get_or_insert_with(Default::default).update = Some(status);
+        self.services.insert(cmd.name.clone(), service.clone());
+        self.emit_service(now, ChangeKind::Updated, service.clone());
+        let mut result = outcome(Outcome::Service(service));
+        result.changed = true;
+        Ok(result)
+    }
+
     /// Applies the scheduler's update decisions, each only while its service is still
     /// at the version it was decided for. A rollback applies the previous spec as a new
     /// version, with the decision's status (its `to_version` set to that version).
@@ -153,12 +195,9 @@ impl State {
             }
             let mut status = decision.status.clone().unwrap_or_default();
             let mut service = if decision.rollback {
-                let Some(previous) = before.previous_spec.clone() else {
+                let Some(service) = self.rolled_back(&before.clone(), now) else {
                     continue;
                 };
-                let before = before.clone();
-                let mut service = self.next_service(&previous, now);
-                self.retain_previous(&mut service, Some(&before));
                 status.to_version = service.version;
                 service
             } else {

@@ -701,3 +701,58 @@ fn the_next_wake_is_the_end_of_a_monitor_period_or_a_deadline() {
         Some(start.seconds + 10)
     );
 }
+
+#[test]
+fn an_operator_rollback_rolls_the_replicas_back() {
+    use constellation_proto::v1::{CommandErrorCode, RollbackServiceCommand};
+    let mut sim = running(2, UpdateOrder::StartFirst, 1);
+    let rollback = |sim: &mut Sim, name: &str| {
+        sim.state.apply(&Command {
+            version: COMMAND_VERSION,
+            proposed_at: Some(sim.now()),
+            op: Some(Op::RollbackService(RollbackServiceCommand {
+                name: name.into(),
+            })),
+        })
+    };
+    let code = |r: &constellation_proto::v1::CommandResult| match &r.outcome {
+        Some(Outcome::Error(e)) => Some(e.code()),
+        _ => None,
+    };
+    assert_eq!(
+        code(&rollback(&mut sim, "nope")),
+        Some(CommandErrorCode::NotFound)
+    );
+    assert_eq!(
+        code(&rollback(&mut sim, "web")),
+        Some(CommandErrorCode::FailedPrecondition),
+        "no previous spec yet"
+    );
+    sim.put(web(2, "web:v2", UpdateOrder::StartFirst, 1));
+    sim.run(30, 1000, &by_image);
+    assert_eq!(sim.images("web"), ["web:v2"; 2]);
+    let before = sim.service("web").version;
+
+    let result = rollback(&mut sim, "web");
+    assert_eq!(code(&result), None);
+    assert!(result.changed);
+    let update = sim.update("web");
+    assert_eq!(update.state(), UpdateState::RollingBack);
+    assert_eq!(
+        (update.from_version, update.to_version),
+        (before, before + 1)
+    );
+    for _ in 0..30 {
+        sim.step();
+        sim.agents(&by_image);
+        assert!(
+            sim.healthy("web") >= 2,
+            "start-first: never fewer than 2 healthy"
+        );
+        sim.advance_ms(1000);
+    }
+    assert_eq!(sim.images("web"), ["web:v1"; 2]);
+    let update = sim.update("web");
+    assert_eq!(update.state(), UpdateState::RolledBack, "{update:?}");
+    assert_eq!(update.message, "rolled back: requested");
+}
