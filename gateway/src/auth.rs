@@ -1,6 +1,15 @@
 //! Authentication at the edge: bearer tokens from the configuration, each with a role
 //! (`read` or `admin`), and the rule each route declares ([`Access`]).
 //!
+//! A token comes in the `Authorization: Bearer <token>` header. Browsers cannot set
+//! headers on a WebSocket, so a WebSocket handshake may carry it instead as a
+//! subprotocol, the way Kubernetes does: `Sec-WebSocket-Protocol:
+//! constellation.v1, base64url.bearer.constellation.<token in unpadded base64url>`
+//! (JavaScript: `new WebSocket(url, ["constellation.v1",
+//! "base64url.bearer.constellation." + b64url(token)])`). The gateway answers with the
+//! `constellation.v1` subprotocol only, never echoing the token. Tokens are not
+//! accepted in query strings: URLs end up in logs, browser history and proxies.
+//!
 //! With no token configured the gateway serves everyone as admin, and it refuses to
 //! start that way on an address other than loopback (see [`Tokens::check_listen`]), so
 //! an unauthenticated gateway is only ever reachable from its own machine.
@@ -35,6 +44,49 @@ pub struct Tokens {
 
 /// Shortest token accepted: shorter ones are guessable.
 pub const MIN_TOKEN_LEN: usize = 16;
+
+/// The WebSocket subprotocol of the gateway's messages, which a client that sends its
+/// token as a subprotocol offers too (a browser needs one offered protocol answered).
+pub const WS_PROTOCOL: &str = "constellation.v1";
+/// Prefix of the subprotocol that carries a bearer token in a WebSocket handshake.
+pub const WS_TOKEN_PREFIX: &str = "base64url.bearer.constellation.";
+
+/// The bearer token of a WebSocket handshake's subprotocols, decoded; `Err` when a
+/// token subprotocol is there but is not unpadded base64url of UTF-8.
+pub fn subprotocol_token(headers: &HeaderMap) -> Result<Option<String>> {
+    let is_upgrade = headers
+        .get(header::UPGRADE)
+        .and_then(|v| v.to_str().ok())
+        .is_some_and(|v| v.eq_ignore_ascii_case("websocket"));
+    if !is_upgrade {
+        return Ok(None);
+    }
+    let Some(encoded) = offered_protocols(headers).find_map(|p| p.strip_prefix(WS_TOKEN_PREFIX))
+    else {
+        return Ok(None);
+    };
+    use base64::Engine;
+    base64::engine::general_purpose::URL_SAFE_NO_PAD
+        .decode(encoded)
+        .ok()
+        .and_then(|bytes| String::from_utf8(bytes).ok())
+        .map(Some)
+        .ok_or_else(|| {
+            Error::Unauthenticated(format!(
+                "the {WS_TOKEN_PREFIX}<token> subprotocol must hold the token in unpadded base64url"
+            ))
+        })
+}
+
+/// The subprotocols a WebSocket handshake offers.
+pub fn offered_protocols(headers: &HeaderMap) -> impl Iterator<Item = &str> {
+    headers
+        .get_all(header::SEC_WEBSOCKET_PROTOCOL)
+        .iter()
+        .filter_map(|v| v.to_str().ok())
+        .flat_map(|v| v.split(','))
+        .map(str::trim)
+}
 
 impl Tokens {
     pub fn new(admin: &[String], read: &[String]) -> Result<Self> {
@@ -75,12 +127,24 @@ impl Tokens {
         if self.is_empty() {
             return Ok(Role::Admin);
         }
-        let presented = headers
-            .get(header::AUTHORIZATION)
-            .and_then(|v| v.to_str().ok())
-            .and_then(|v| v.strip_prefix("Bearer "))
-            .map(str::trim)
-            .ok_or_else(|| Error::Unauthenticated("a bearer token is required".into()))?;
+        let from_subprotocol;
+        let presented = match headers.get(header::AUTHORIZATION) {
+            Some(value) => value
+                .to_str()
+                .ok()
+                .and_then(|v| v.strip_prefix("Bearer "))
+                .map(str::trim)
+                .ok_or_else(|| {
+                    Error::Unauthenticated(
+                        "the Authorization header must be `Bearer <token>`".into(),
+                    )
+                })?,
+            None => {
+                from_subprotocol = subprotocol_token(headers)?
+                    .ok_or_else(|| Error::Unauthenticated("a bearer token is required".into()))?;
+                from_subprotocol.as_str()
+            }
+        };
         // Compare against every token without stopping early, so timing does not tell
         // how much of a token matched.
         let mut found = None;
@@ -158,6 +222,39 @@ mod tests {
             tokens.authorize(Access::Admin, &headers(Some("x".repeat(20).as_str()))),
             Err(Error::Unauthenticated(_))
         ));
+    }
+
+    #[test]
+    fn a_websocket_handshake_may_carry_its_token_as_a_subprotocol() {
+        use base64::Engine;
+        let read = "r".repeat(20);
+        let tokens = Tokens::new(&[], std::slice::from_ref(&read)).unwrap();
+        let encoded = base64::engine::general_purpose::URL_SAFE_NO_PAD.encode(&read);
+        let handshake = |protocols: &str| {
+            let mut h = HeaderMap::new();
+            h.insert(header::UPGRADE, "websocket".parse().unwrap());
+            h.insert(header::SEC_WEBSOCKET_PROTOCOL, protocols.parse().unwrap());
+            h
+        };
+        let good = handshake(&format!("{WS_PROTOCOL}, {WS_TOKEN_PREFIX}{encoded}"));
+        assert_eq!(tokens.role(&good).unwrap(), Role::Read);
+        // Only on a WebSocket handshake.
+        let mut plain = good.clone();
+        plain.remove(header::UPGRADE);
+        assert!(tokens.role(&plain).is_err());
+        // Not base64url, or another token.
+        assert!(
+            tokens
+                .role(&handshake(&format!("{WS_TOKEN_PREFIX}{read}=")))
+                .is_err()
+        );
+        let other = base64::engine::general_purpose::URL_SAFE_NO_PAD.encode("x".repeat(20));
+        assert!(
+            tokens
+                .role(&handshake(&format!("{WS_TOKEN_PREFIX}{other}")))
+                .is_err()
+        );
+        assert!(tokens.role(&handshake(WS_PROTOCOL)).is_err());
     }
 
     #[test]

@@ -58,6 +58,10 @@ pub struct Flags {
     /// (`https://ops.example.com`); none by default.
     #[arg(long, env = "CONSTELLATION_CORS_ORIGINS", value_delimiter = ',')]
     pub cors_origins: Option<Vec<String>>,
+    /// Messages queued for one WebSocket client; a client that lets its queue fill up
+    /// is closed as too slow [default: 4096].
+    #[arg(long, env = "CONSTELLATION_WS_CLIENT_QUEUE")]
+    pub ws_client_queue: Option<usize>,
     /// The Traefik provider (`--traefik-*` flags, a `traefik:` section in the file).
     #[command(flatten)]
     pub traefik: crate::traefik::Settings,
@@ -67,6 +71,8 @@ pub struct Flags {
 
 pub const DEFAULT_RPC_TIMEOUT: Duration = Duration::from_secs(5);
 pub const DEFAULT_STALE_AFTER: Duration = Duration::from_secs(10);
+/// Largest per-client WebSocket queue: bounds what one slow client may hold.
+pub const MAX_WS_CLIENT_QUEUE: usize = 1 << 16;
 
 #[derive(Debug, Clone)]
 pub struct Config {
@@ -76,6 +82,7 @@ pub struct Config {
     pub stale_after: Duration,
     pub tokens: crate::auth::Tokens,
     pub cors_origins: Vec<String>,
+    pub ws_client_queue: usize,
     pub traefik: crate::traefik::Settings,
 }
 
@@ -119,6 +126,15 @@ impl Flags {
             stale_after: positive("stale_after", self.stale_after, DEFAULT_STALE_AFTER)?,
             tokens,
             cors_origins,
+            ws_client_queue: match self.ws_client_queue {
+                None => crate::ws::DEFAULT_CLIENT_QUEUE,
+                Some(n) if (1..=MAX_WS_CLIENT_QUEUE).contains(&n) => n,
+                Some(n) => {
+                    return Err(Error::Config(format!(
+                        "ws_client_queue: {n} is not between 1 and {MAX_WS_CLIENT_QUEUE}"
+                    )));
+                }
+            },
             traefik: {
                 self.traefik.options()?;
                 self.traefik

@@ -45,6 +45,8 @@ pub struct AppState {
     pub metrics: Arc<crate::metrics::Metrics>,
     /// `GET /api/v1/services` as last rendered, with the view it was rendered from.
     pub services_cache: Arc<tokio::sync::Mutex<Option<RenderedList>>>,
+    /// Messages queued for one WebSocket client before it counts as too slow.
+    pub ws_queue: usize,
 }
 
 impl AppState {
@@ -57,7 +59,13 @@ impl AppState {
             event_streams: Arc::new(Semaphore::new(crate::api::events::MAX_STREAMS)),
             metrics: Arc::new(crate::metrics::Metrics::default()),
             services_cache: Arc::default(),
+            ws_queue: crate::ws::DEFAULT_CLIENT_QUEUE,
         }
+    }
+
+    pub fn with_ws_queue(mut self, messages: usize) -> Self {
+        self.ws_queue = messages;
+        self
     }
 
     pub fn with_tokens(mut self, tokens: Tokens) -> Self {

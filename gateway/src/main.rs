@@ -27,7 +27,8 @@ async fn run() -> anyhow::Result<()> {
     let (snapshots, channels) = feed::channels(config.stale_after);
     let state = http::AppState::new(channels.clone(), Arc::clone(&upstream))
         .with_tokens(config.tokens.clone())
-        .with_origins(config.cors_origins.clone());
+        .with_origins(config.cors_origins.clone())
+        .with_ws_queue(config.ws_client_queue);
     if config.tokens.is_empty() {
         tracing::warn!(
             "no tokens configured: every client on this machine may read and change the cluster"

@@ -46,6 +46,8 @@ type Key = (String, String, &'static str);
 pub struct Metrics {
     requests: Mutex<BTreeMap<Key, Histogram>>,
     pub websocket_clients: AtomicI64,
+    /// WebSocket clients closed for not keeping up.
+    pub websocket_slow_closes: std::sync::atomic::AtomicU64,
 }
 
 fn status_class(status: u16) -> &'static str {
@@ -119,6 +121,11 @@ impl Metrics {
             "constellation_gateway_websocket_clients",
             "WebSocket clients connected.",
             self.websocket_clients.load(Ordering::Relaxed) as f64,
+        );
+        let _ = writeln!(
+            out,
+            "# HELP constellation_gateway_websocket_slow_closes_total WebSocket clients closed for not keeping up (a full queue, a stuck socket, or too far behind).\n# TYPE constellation_gateway_websocket_slow_closes_total counter\nconstellation_gateway_websocket_slow_closes_total {}",
+            self.websocket_slow_closes.load(Ordering::Relaxed)
         );
         let view = &snapshot.view;
         gauge(

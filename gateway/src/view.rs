@@ -18,8 +18,9 @@ use constellation_proto::v1::{
     ListAllocationsResponse, ListLeasesResponse, ListMigrationsResponse, ListNodesResponse,
     ListServicesResponse, Migration, Node, Service, event::Payload,
 };
-use std::collections::{BTreeMap, BTreeSet};
+use std::collections::{BTreeMap, BTreeSet, VecDeque};
 use std::sync::Arc;
+use std::sync::atomic::{AtomicU64, Ordering};
 use std::time::{Duration, Instant};
 
 /// The leader as the view last learned it (from `ClusterStatus` or a leadership event).
@@ -92,6 +93,62 @@ pub struct View {
     cluster: Option<ClusterStatusResponse>,
     /// Index of the last event applied (or the index the lists reflected).
     index: u64,
+    /// Which services the last applied events touched, for renderers that keep work
+    /// between two states of this view.
+    journal: Journal,
+}
+
+/// How many applied events the [`Journal`] remembers: a reader further behind starts
+/// over from the whole view.
+pub const JOURNAL_LEN: usize = 4096;
+
+/// A record of how a view got here: for each event applied since the view was built
+/// from lists, the service whose routing it may change (a service event, an allocation
+/// or health event of one of its allocations), or "anything" (a node event: every
+/// service with an allocation on the node). Readers that derived something from an
+/// earlier state of the same view (the Traefik renderer) redo only those services.
+///
+/// It is history, not state: two views holding the same objects are equal whatever
+/// their journals say.
+#[derive(Debug, Clone, Default)]
+pub struct Journal {
+    /// Tells views built from different lists apart (0: the empty default view).
+    lineage: u64,
+    /// Events recorded since the view was built.
+    seq: u64,
+    /// What the last `entries.len()` recorded events touched (`None`: anything).
+    entries: VecDeque<Option<String>>,
+}
+
+impl PartialEq for Journal {
+    fn eq(&self, _: &Self) -> bool {
+        true
+    }
+}
+
+/// A point in a view's history, to ask later what changed since.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct JournalMark {
+    lineage: u64,
+    seq: u64,
+}
+
+impl Journal {
+    fn fresh() -> Self {
+        static LINEAGE: AtomicU64 = AtomicU64::new(1);
+        Journal {
+            lineage: LINEAGE.fetch_add(1, Ordering::Relaxed),
+            ..Journal::default()
+        }
+    }
+
+    fn record(&mut self, touched: Option<&str>) {
+        self.seq += 1;
+        if self.entries.len() == JOURNAL_LEN {
+            self.entries.pop_front();
+        }
+        self.entries.push_back(touched.map(str::to_owned));
+    }
 }
 
 impl View {
@@ -100,6 +157,7 @@ impl View {
         let index = lists.min_index();
         let mut view = View {
             index,
+            journal: Journal::fresh(),
             ..View::default()
         };
         for service in lists.services.services {
@@ -137,6 +195,7 @@ impl View {
                 let Some(name) = service_name(service) else {
                     return;
                 };
+                self.journal.record(Some(name));
                 if e.kind() == ChangeKind::Deleted {
                     self.services.remove(name);
                 } else {
@@ -145,6 +204,7 @@ impl View {
             }
             Payload::Node(e) => {
                 let Some(node) = &e.node else { return };
+                self.journal.record(None);
                 if e.kind() == ChangeKind::Deleted {
                     self.remove_node(&node.id);
                 } else {
@@ -153,6 +213,13 @@ impl View {
             }
             Payload::Allocation(e) => {
                 let Some(alloc) = &e.allocation else { return };
+                if let Some(old) = self.allocations.get(&alloc.id)
+                    && old.service_name != alloc.service_name
+                {
+                    let old = old.service_name.clone();
+                    self.journal.record(Some(&old));
+                }
+                self.journal.record(Some(&alloc.service_name));
                 if e.kind() == ChangeKind::Deleted {
                     self.remove_allocation(&alloc.id);
                 } else {
@@ -162,12 +229,11 @@ impl View {
             Payload::Health(e) => {
                 // The allocation event of the same change already carries the new
                 // health; this keeps the view right should it ever come alone.
-                if let Some(status) = self
-                    .allocations
-                    .get_mut(&e.allocation_id)
-                    .and_then(|a| a.status.as_mut())
+                if let Some(alloc) = self.allocations.get_mut(&e.allocation_id)
+                    && let Some(status) = alloc.status.as_mut()
                 {
                     status.health = e.current;
+                    self.journal.record(Some(&alloc.service_name));
                 }
             }
             Payload::Leadership(e) => {
@@ -326,6 +392,41 @@ impl View {
     /// Index of the last event the view reflects.
     pub fn index(&self) -> u64 {
         self.index
+    }
+
+    /// The node with this id.
+    pub fn node_by_id(&self, id: &str) -> Option<&Node> {
+        self.node_names
+            .get(id)
+            .and_then(|name| self.nodes.get(name))
+    }
+
+    /// This point of the view's history.
+    pub fn mark(&self) -> JournalMark {
+        JournalMark {
+            lineage: self.journal.lineage,
+            seq: self.journal.seq,
+        }
+    }
+
+    /// The services the events applied since `mark` touched, when the journal can tell:
+    /// `None` when `mark` is of another view (built from other lists), older than the
+    /// journal remembers, or when a node changed since (anything may have).
+    pub fn touched_since(&self, mark: JournalMark) -> Option<BTreeSet<&str>> {
+        let journal = &self.journal;
+        if mark.lineage != journal.lineage || mark.seq > journal.seq {
+            return None;
+        }
+        let behind = usize::try_from(journal.seq - mark.seq).ok()?;
+        if behind > journal.entries.len() {
+            return None;
+        }
+        journal
+            .entries
+            .iter()
+            .skip(journal.entries.len() - behind)
+            .map(|touched| touched.as_deref())
+            .collect()
     }
 
     /// The view without the parts events do not carry (the `ClusterStatus` answer),

@@ -6,11 +6,20 @@
 //!   plane's history, then live ones follow without gap or repeat.
 //! - Keep-alive: the server pings every [`PING_EVERY`]; a client silent for two
 //!   intervals is closed. A text `ping` is answered with a text `pong` (predecessor).
-//! - A client that falls [`crate::view::feed::EVENT_BUFFER`] responses behind is closed
-//!   with code 1008 and a reason naming the index to resume from, instead of slowing
-//!   the others (each reads the shared broadcast at its own pace).
+//! - Slow clients: each connection has a bounded queue of messages
+//!   (`--ws-client-queue`, [`DEFAULT_CLIENT_QUEUE`]) drained into its socket by its own
+//!   writer; a client that lets it fill up, whose socket takes no message for
+//!   [`SEND_TIMEOUT`], or that falls [`crate::view::feed::EVENT_BUFFER`] responses
+//!   behind the shared broadcast is closed with code 1008 and a reason saying how to
+//!   resume, logged and counted (`constellation_gateway_websocket_slow_closes_total`),
+//!   instead of slowing the others. A client that reads nothing at all never gets the
+//!   close frame (it waits behind what its socket holds, [`CLOSE_TIMEOUT`] at most);
+//!   its connection is dropped.
 //! - A browser's `Origin` must equal one of the configured origins exactly; requests
 //!   without an `Origin` (non-browser clients) are let in by their token alone.
+//! - The token (a read token at least) comes in the `Authorization` header or, from a
+//!   browser, as a subprotocol beside `constellation.v1` (see [`crate::auth`]); the
+//!   answer names `constellation.v1` when the client offered it.
 //!
 //! The translation of events into messages ([`message`]) is a pure function.
 
@@ -24,14 +33,24 @@ use axum::extract::{RawQuery, State};
 use axum::http::{HeaderMap, header};
 use axum::response::Response;
 use constellation_proto::v1::{ChangeKind, Event, Topic, WatchRequest, event::Payload};
+use futures::stream::{SplitSink, SplitStream};
+use futures::{SinkExt, StreamExt};
 use serde_json::{Value, json};
+use std::sync::atomic::{AtomicU64, Ordering};
 use std::time::Duration;
 use tokio::sync::broadcast::error::RecvError;
+use tokio::sync::mpsc;
 
 /// Server ping interval.
 pub const PING_EVERY: Duration = Duration::from_secs(20);
 /// Longest one message may take to reach a client before it counts as too slow.
 pub const SEND_TIMEOUT: Duration = Duration::from_secs(10);
+/// Messages queued for one client before it counts as too slow, unless configured.
+pub const DEFAULT_CLIENT_QUEUE: usize = 4096;
+/// Longest the close frame may wait behind what a slow client's socket still holds.
+pub const CLOSE_TIMEOUT: Duration = Duration::from_secs(5);
+/// A close frame's reason is at most 123 bytes; ours are ASCII.
+const MAX_CLOSE_REASON: usize = 123;
 /// Largest message accepted from a client (they only send `ping` and control frames).
 const MAX_CLIENT_MESSAGE: usize = 4096;
 
@@ -219,12 +238,27 @@ pub async fn upgrade(
         ));
     }
     let sub = Subscription::parse(query.as_deref())?;
+    // A browser fails a handshake whose offered subprotocols get no answer: one that
+    // sends its token as a subprotocol must offer ours too, which is the one answered.
+    let offered = || crate::auth::offered_protocols(&headers);
+    if offered().any(|p| p.starts_with(crate::auth::WS_TOKEN_PREFIX))
+        && !offered().any(|p| p == crate::auth::WS_PROTOCOL)
+    {
+        return Err(Error::bad_request(
+            "sec-websocket-protocol",
+            format!(
+                "a token subprotocol needs the {} subprotocol offered with it",
+                crate::auth::WS_PROTOCOL
+            ),
+        ));
+    }
     if !state.snapshot().synced {
         return Err(Error::Unavailable(
             "the gateway has not reached the control plane yet".into(),
         ));
     }
     Ok(ws
+        .protocols([crate::auth::WS_PROTOCOL])
         .max_message_size(MAX_CLIENT_MESSAGE)
         .on_upgrade(move |socket| serve(socket, state, sub)))
 }
@@ -235,35 +269,145 @@ struct Close {
     reason: String,
 }
 
-async fn serve(mut socket: WebSocket, state: AppState, sub: Subscription) {
-    let clients = &state.metrics.websocket_clients;
-    clients.fetch_add(1, std::sync::atomic::Ordering::Relaxed);
-    let close = run(&mut socket, &state, &sub).await;
-    clients.fetch_sub(1, std::sync::atomic::Ordering::Relaxed);
-    if let Some(close) = close {
-        let frame = CloseFrame {
-            code: close.code,
-            reason: Utf8Bytes::from(close.reason),
-        };
-        let _ = tokio::time::timeout(SEND_TIMEOUT, socket.send(Message::Close(Some(frame)))).await;
+/// One message waiting for its client, with the index of the event it carries (0 for
+/// anything else).
+struct Outgoing {
+    message: Message,
+    index: u64,
+}
+
+/// The sending side of a client's queue, and how far its writer got.
+struct Queue<'a> {
+    tx: mpsc::Sender<Outgoing>,
+    capacity: usize,
+    /// Index of the last event message the client's socket took.
+    written: &'a AtomicU64,
+}
+
+impl Queue<'_> {
+    /// Queues a message without waiting: a full queue means the client does not keep up.
+    fn push(&self, message: Message, index: u64) -> std::result::Result<(), Option<Close>> {
+        match self.tx.try_send(Outgoing { message, index }) {
+            Ok(()) => Ok(()),
+            Err(mpsc::error::TrySendError::Full(_)) => Err(Some(
+                self.too_slow(format!("{} messages waiting", self.capacity)),
+            )),
+            Err(mpsc::error::TrySendError::Closed(_)) => Err(None), // the writer ended
+        }
+    }
+
+    /// Queues a message, waiting up to [`SEND_TIMEOUT`] for room (replays, which the
+    /// gateway paces itself).
+    async fn push_paced(
+        &self,
+        message: Message,
+        index: u64,
+    ) -> std::result::Result<(), Option<Close>> {
+        match self
+            .tx
+            .send_timeout(Outgoing { message, index }, SEND_TIMEOUT)
+            .await
+        {
+            Ok(()) => Ok(()),
+            Err(mpsc::error::SendTimeoutError::Timeout(_)) => Err(Some(
+                self.too_slow(format!("the queue stayed full for {SEND_TIMEOUT:?}")),
+            )),
+            Err(mpsc::error::SendTimeoutError::Closed(_)) => Err(None),
+        }
+    }
+
+    fn push_json(&self, value: &Value, index: u64) -> std::result::Result<(), Option<Close>> {
+        self.push(Message::Text(Utf8Bytes::from(value.to_string())), index)
+    }
+
+    fn too_slow(&self, why: String) -> Close {
+        too_slow(why, self.written.load(Ordering::Relaxed))
     }
 }
 
-async fn send(socket: &mut WebSocket, value: &Value) -> std::result::Result<(), Option<Close>> {
-    let text = Utf8Bytes::from(value.to_string());
-    match tokio::time::timeout(SEND_TIMEOUT, socket.send(Message::Text(text))).await {
-        Ok(Ok(())) => Ok(()),
-        Ok(Err(_)) => Err(None), // the client is gone
-        Err(_) => Err(Some(Close {
-            code: CLOSE_TOO_SLOW,
-            reason: format!("too slow: a message waited more than {SEND_TIMEOUT:?}"),
-        })),
+/// The close of a client that does not keep up. The index is the last one its socket
+/// took; the client may have received more, and resumes from the last it saw.
+fn too_slow(why: String, written: u64) -> Close {
+    Close {
+        code: CLOSE_TOO_SLOW,
+        reason: format!("too slow: {why}; resume with ?index=<last index received> (>= {written})")
+            .chars()
+            .take(MAX_CLOSE_REASON)
+            .collect(),
     }
 }
 
-/// Sends the events of one batch the client wants that come after `sent`.
-async fn forward(
-    socket: &mut WebSocket,
+/// One connection: the controller ([`run`]) reads the client and the event broadcast
+/// and queues messages; the writer ([`write`]) drains the queue into the socket. The
+/// queue is bounded ([`AppState::ws_queue`] messages): a client that lets it fill up is
+/// closed (code 1008, with the reason) and counted, while every other client reads
+/// the broadcast at its own pace.
+async fn serve(socket: WebSocket, state: AppState, sub: Subscription) {
+    let metrics = &state.metrics;
+    metrics.websocket_clients.fetch_add(1, Ordering::Relaxed);
+    let (mut sink, stream) = socket.split();
+    let capacity = state.ws_queue.max(1);
+    let (tx, rx) = mpsc::channel(capacity);
+    let written = AtomicU64::new(0);
+    let queue = Queue {
+        tx,
+        capacity,
+        written: &written,
+    };
+    let close = tokio::select! {
+        close = run(stream, queue, &state, &sub) => close,
+        close = write(&mut sink, rx, &written) => close,
+    };
+    metrics.websocket_clients.fetch_sub(1, Ordering::Relaxed);
+    let Some(close) = close else {
+        return;
+    };
+    if close.code == CLOSE_TOO_SLOW {
+        metrics
+            .websocket_slow_closes
+            .fetch_add(1, Ordering::Relaxed);
+        tracing::warn!(reason = %close.reason, "websocket client closed");
+    } else {
+        tracing::debug!(code = close.code, reason = %close.reason, "websocket client closed");
+    }
+    // Behind whatever the socket already holds; a client that reads nothing never sees it.
+    let frame = CloseFrame {
+        code: close.code,
+        reason: Utf8Bytes::from(close.reason),
+    };
+    let _ = tokio::time::timeout(CLOSE_TIMEOUT, sink.send(Message::Close(Some(frame)))).await;
+}
+
+/// Drains a client's queue into its socket until the client is gone (`None`) or one
+/// message waited longer than [`SEND_TIMEOUT`] (too slow).
+async fn write(
+    sink: &mut SplitSink<WebSocket, Message>,
+    mut queue: mpsc::Receiver<Outgoing>,
+    written: &AtomicU64,
+) -> Option<Close> {
+    while let Some(Outgoing { message, index }) = queue.recv().await {
+        match tokio::time::timeout(SEND_TIMEOUT, sink.send(message)).await {
+            Ok(Ok(())) => {
+                if index != 0 {
+                    written.store(index, Ordering::Relaxed);
+                }
+            }
+            Ok(Err(_)) => return None, // the client is gone
+            Err(_) => {
+                return Some(too_slow(
+                    format!("a message waited more than {SEND_TIMEOUT:?}"),
+                    written.load(Ordering::Relaxed),
+                ));
+            }
+        }
+    }
+    // Every sender gone: the controller ended and says why.
+    std::future::pending().await
+}
+
+/// Queues the events of one batch the client wants that come after `sent`.
+fn forward(
+    queue: &Queue<'_>,
     sub: &Subscription,
     events: &[Event],
     sent: &mut u64,
@@ -276,25 +420,30 @@ async fn forward(
         if sub.wants(event)
             && let Some(m) = message(event)
         {
-            send(socket, &m).await?;
+            queue.push_json(&m, event.index)?;
         }
     }
     Ok(())
 }
 
-async fn run(socket: &mut WebSocket, state: &AppState, sub: &Subscription) -> Option<Close> {
+async fn run(
+    mut stream: SplitStream<WebSocket>,
+    queue: Queue<'_>,
+    state: &AppState,
+    sub: &Subscription,
+) -> Option<Close> {
     // Subscribe before reading the view, so nothing between the two is missed.
     let mut live = state.channels.events.subscribe();
     let snapshot = state.snapshot();
     let mut sent = match sub.resume_from {
         None => {
             let m = snapshot_message(&snapshot.view, &crate::rfc3339_now());
-            if let Err(close) = send(socket, &m).await {
+            if let Err(close) = queue.push_json(&m, snapshot.view.index()) {
                 return close;
             }
             snapshot.view.index()
         }
-        Some(from) => match replay(socket, state, sub, from, snapshot.view.index()).await {
+        Some(from) => match replay(&queue, state, sub, from, snapshot.view.index()).await {
             Ok(sent) => sent,
             Err(close) => return close,
         },
@@ -306,24 +455,21 @@ async fn run(socket: &mut WebSocket, state: &AppState, sub: &Subscription) -> Op
         tokio::select! {
             received = live.recv() => match received {
                 Ok(response) => {
-                    if let Err(close) = forward(socket, sub, &response.events, &mut sent).await {
+                    if let Err(close) = forward(&queue, sub, &response.events, &mut sent) {
                         return close;
                     }
                 }
                 Err(RecvError::Lagged(missed)) => {
-                    return Some(Close {
-                        code: CLOSE_TOO_SLOW,
-                        reason: format!("too slow: {missed} event batches missed; reconnect with ?index={sent}"),
-                    });
+                    return Some(queue.too_slow(format!("{missed} event batches missed")));
                 }
                 Err(RecvError::Closed) => {
                     return Some(Close { code: 1001, reason: "the gateway is shutting down".into() });
                 }
             },
-            incoming = socket.recv() => match incoming {
+            incoming = stream.next() => match incoming {
                 Some(Ok(Message::Text(text))) if text.as_str().trim() == "ping" => {
-                    if send_text(socket, "pong").await.is_err() {
-                        return None;
+                    if let Err(close) = queue.push(Message::Text("pong".into()), 0) {
+                        return close;
                     }
                     unanswered = 0;
                 }
@@ -335,18 +481,11 @@ async fn run(socket: &mut WebSocket, state: &AppState, sub: &Subscription) -> Op
                     return Some(Close { code: 1001, reason: "no answer to two pings".into() });
                 }
                 unanswered += 1;
-                if tokio::time::timeout(SEND_TIMEOUT, socket.send(Message::Ping(Default::default()))).await.is_err() {
-                    return Some(Close { code: CLOSE_TOO_SLOW, reason: "too slow to take a ping".into() });
+                if let Err(close) = queue.push(Message::Ping(Default::default()), 0) {
+                    return close;
                 }
             }
         }
-    }
-}
-
-async fn send_text(socket: &mut WebSocket, text: &str) -> std::result::Result<(), ()> {
-    match tokio::time::timeout(SEND_TIMEOUT, socket.send(Message::Text(text.into()))).await {
-        Ok(Ok(())) => Ok(()),
-        _ => Err(()),
     }
 }
 
@@ -354,7 +493,7 @@ async fn send_text(socket: &mut WebSocket, text: &str) -> std::result::Result<()
 /// subscription started) from the control plane's history; returns the last index
 /// covered.
 async fn replay(
-    socket: &mut WebSocket,
+    queue: &Queue<'_>,
     state: &AppState,
     sub: &Subscription,
     from: u64,
@@ -398,7 +537,18 @@ async fn replay(
             _ => return Err(refused("the replay stream ended".into())),
         };
         let before = sent;
-        forward(socket, sub, &response.events, &mut sent).await?;
+        for event in &response.events {
+            if event.index <= sent {
+                continue;
+            }
+            sent = event.index;
+            if sub.wants(event)
+                && let Some(m) = message(event)
+            {
+                let text = Utf8Bytes::from(m.to_string());
+                queue.push_paced(Message::Text(text), event.index).await?;
+            }
+        }
         sent = sent.max(response.last_index.min(until)).max(before);
     }
     Ok(sent)

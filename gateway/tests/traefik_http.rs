@@ -116,7 +116,7 @@ async fn the_authorize_check_runs_first_and_a_missing_provider_is_503() {
     };
     let (_tx, provider, _) = setup();
     let router: Router = routes(refuse).layer(axum::Extension(provider));
-    for uri in constellation_gateway::traefik::serve::PATHS {
+    for uri in constellation_gateway::traefik::serve::paths() {
         assert_eq!(get(&router, uri).await.0, StatusCode::BAD_REQUEST, "{uri}");
     }
     let router: Router = routes(|_: &axum::http::HeaderMap| Ok(()));

@@ -6,6 +6,7 @@
 mod traefik_support;
 
 use constellation_gateway::traefik::{RenderOptions, Renderer, TraefikVersion};
+use constellation_gateway::view::{Lists, View};
 use constellation_proto::v1 as pb;
 use proptest::prelude::*;
 use std::collections::BTreeSet;
@@ -362,5 +363,140 @@ proptest! {
             prop_assert_eq!(&kept.parts, &fresh.parts);
             apply(&mut state, change);
         }
+    }
+}
+
+/// The events that take a view of `before` to `after`: each changed object whole, as
+/// the control plane's Watch stream carries it.
+fn events_between(before: &State, after: &State, index: &mut u64) -> Vec<pb::Event> {
+    use pb::event::Payload;
+    fn kind<T: PartialEq>(old: Option<&T>, new: Option<&T>) -> Option<pb::ChangeKind> {
+        match (old, new) {
+            (None, Some(_)) => Some(pb::ChangeKind::Created),
+            (Some(_), None) => Some(pb::ChangeKind::Deleted),
+            (Some(a), Some(b)) if a != b => Some(pb::ChangeKind::Updated),
+            _ => None,
+        }
+    }
+    fn keys<'a, V>(
+        a: &'a std::collections::BTreeMap<String, V>,
+        b: &'a std::collections::BTreeMap<String, V>,
+    ) -> BTreeSet<&'a String> {
+        a.keys().chain(b.keys()).collect()
+    }
+    let mut events = Vec::new();
+    let mut push = |payload: Payload| {
+        *index += 1;
+        events.push(pb::Event {
+            index: *index,
+            time: None,
+            payload: Some(payload),
+        });
+    };
+    for name in keys(&before.nodes, &after.nodes) {
+        let (old, new) = (before.nodes.get(name), after.nodes.get(name));
+        if let Some(k) = kind(old, new) {
+            push(Payload::Node(pb::NodeEvent {
+                kind: k as i32,
+                node: new.or(old).cloned(),
+            }));
+        }
+    }
+    for name in keys(&before.services, &after.services) {
+        let (old, new) = (before.services.get(name), after.services.get(name));
+        if let Some(k) = kind(old, new) {
+            push(Payload::Service(pb::ServiceEvent {
+                kind: k as i32,
+                service: new.or(old).cloned(),
+            }));
+        }
+    }
+    for id in keys(&before.allocations, &after.allocations) {
+        let (old, new) = (before.allocations.get(id), after.allocations.get(id));
+        let Some(k) = kind(old, new) else { continue };
+        // A health-only change comes as a health event half of the time (the view
+        // must take it alone too), else as the whole allocation.
+        let health_only = old.zip(new).is_some_and(|(o, n)| {
+            let mut o = o.clone();
+            if let (Some(os), Some(ns)) = (o.status.as_mut(), n.status.as_ref()) {
+                os.health = ns.health;
+            }
+            &o == n
+        });
+        if health_only && id.ends_with(['0', '2', '4', '6', '8']) {
+            let n = new.unwrap();
+            push(Payload::Health(pb::HealthEvent {
+                allocation_id: n.id.clone(),
+                service_name: n.service_name.clone(),
+                node_name: n.node_name.clone(),
+                previous: old.unwrap().status.as_ref().unwrap().health,
+                current: n.status.as_ref().unwrap().health,
+            }));
+        } else {
+            push(Payload::Allocation(pb::AllocationEvent {
+                kind: k as i32,
+                allocation: new.or(old).cloned(),
+            }));
+        }
+    }
+    events
+}
+
+fn view_of(state: &State, index: u64) -> View {
+    View::from_lists(Lists {
+        services: pb::ListServicesResponse {
+            services: state.services.values().cloned().collect(),
+            index,
+        },
+        nodes: pb::ListNodesResponse {
+            nodes: state.nodes.values().cloned().collect(),
+            index,
+        },
+        allocations: pb::ListAllocationsResponse {
+            allocations: state.allocations.values().cloned().collect(),
+            index,
+        },
+        ..Lists::default()
+    })
+}
+
+proptest! {
+    #![proptest_config(ProptestConfig::with_cases(128))]
+
+    /// Fed the view the gateway keeps (events applied one by one, renders at random
+    /// points in between), the renderer looks only at the services the view's journal
+    /// names, and says exactly what a fresh render of the same state says.
+    #[test]
+    fn rendering_only_the_services_the_view_journal_names_matches_a_fresh_render(
+        services in prop::collection::vec(labels(), 1..5),
+        nodes in prop::collection::vec(node_state(), NODES.len()),
+        allocs in prop::collection::vec(alloc(), 0..16),
+        changes in prop::collection::vec((change(), any::<bool>()), 1..16),
+        v2 in any::<bool>(),
+    ) {
+        let (mut state, _) = build(&services, &nodes, &allocs);
+        let version = if v2 { TraefikVersion::V2 } else { TraefikVersion::V3 };
+        let opts = RenderOptions { version, ..RenderOptions::default() };
+        let mut index = 1;
+        let mut view = view_of(&state, index);
+        let mut renderer = Renderer::new(opts.clone());
+        let first = renderer.render_view(&view);
+        prop_assert_eq!(&first.json, &state.render(&opts).json);
+        for (change, render_now) in &changes {
+            let before = state.clone();
+            apply(&mut state, change);
+            for event in events_between(&before, &state, &mut index) {
+                view.apply(&event);
+            }
+            if *render_now {
+                let kept = renderer.render_view(&view);
+                let fresh = state.render(&opts);
+                prop_assert_eq!(&kept.json, &fresh.json);
+                prop_assert_eq!(&kept.errors, &fresh.errors);
+                prop_assert_eq!(&kept.parts, &fresh.parts);
+            }
+        }
+        let kept = renderer.render_view(&view);
+        prop_assert_eq!(&kept.json, &state.render(&opts).json);
     }
 }

@@ -72,6 +72,77 @@ fn golden_dir() -> PathBuf {
 #[derive(Default)]
 struct Golden {
     answers: BTreeMap<String, Value>,
+    /// The answers themselves, checked against the OpenAPI document.
+    bodies: BTreeMap<String, (u16, Value)>,
+}
+
+/// The route (method, path template) each golden answer comes from.
+const GOLDEN_ROUTES: &[(&str, &str, &str)] = &[
+    ("put_service", "put", "/api/v1/services/{name}"),
+    ("delete_service", "delete", "/api/v1/services/{name}"),
+    ("health", "get", "/health"),
+    ("status", "get", "/api/v1/status"),
+    ("nodes", "get", "/api/v1/nodes"),
+    ("node", "get", "/api/v1/nodes/{name}"),
+    ("node_missing", "get", "/api/v1/nodes/{name}"),
+    ("services", "get", "/api/v1/services"),
+    ("service", "get", "/api/v1/services/{name}"),
+    ("service_missing", "get", "/api/v1/services/{name}"),
+    ("allocations", "get", "/api/v1/allocations"),
+    ("allocations_of_service", "get", "/api/v1/allocations"),
+    ("raft_status", "get", "/api/v1/raft/status"),
+    ("raft_leader", "get", "/api/v1/raft/leader"),
+    ("metrics", "get", "/api/v1/metrics"),
+    ("leases", "get", "/api/v1/leases"),
+    ("lease_acquire", "post", "/api/v1/leases/{name}/acquire"),
+    ("lease_renew", "post", "/api/v1/leases/{name}/renew"),
+    ("lease_release", "post", "/api/v1/leases/{name}/release"),
+    ("cordon", "post", "/api/v1/nodes/{name}/cordon"),
+    ("uncordon", "post", "/api/v1/nodes/{name}/uncordon"),
+    ("drain", "post", "/api/v1/nodes/{name}/drain"),
+    ("migrations", "get", "/api/v1/migrations"),
+    ("migration", "get", "/api/v1/migrations/{service}"),
+    ("migration_missing", "get", "/api/v1/migrations/{service}"),
+    ("migration_create", "post", "/api/v1/migrations"),
+    ("events_line", "get", "/api/v1/events"),
+];
+
+/// What the OpenAPI document says about each answer: every one validates against the
+/// schema its route declares for its status (or the default, for errors).
+fn openapi_errors(bodies: &BTreeMap<String, (u16, Value)>) -> Vec<String> {
+    let doc = constellation_gateway::openapi::document();
+    let mut errors = Vec::new();
+    for (name, (status, body)) in bodies {
+        let Some((_, method, path)) = GOLDEN_ROUTES.iter().find(|(n, _, _)| n == name) else {
+            errors.push(format!("{name}: no route in GOLDEN_ROUTES"));
+            continue;
+        };
+        let responses = &doc["paths"][*path][*method]["responses"];
+        let response = match responses.get(status.to_string()) {
+            Some(r) => r,
+            None => &responses["default"],
+        };
+        let Some(content) = response["content"]
+            .as_object()
+            .and_then(|c| c.values().next())
+        else {
+            errors.push(format!("{name}: {method} {path} {status} has no schema"));
+            continue;
+        };
+        let schema = json!({
+            "$schema": "https://json-schema.org/draft/2020-12/schema",
+            "components": doc["components"],
+            "allOf": [content["schema"]],
+        });
+        let validator = jsonschema::validator_for(&schema).expect("the document's schemas compile");
+        for e in validator.iter_errors(body) {
+            errors.push(format!(
+                "{name} ({method} {path} {status}): {e} at {}",
+                e.instance_path()
+            ));
+        }
+    }
+    errors
 }
 
 impl Golden {
@@ -82,9 +153,16 @@ impl Golden {
             name.to_owned(),
             json!({ "status": response.status, "body": shape(&body) }),
         );
+        self.bodies.insert(name.to_owned(), (response.status, body));
     }
 
     fn check(self) {
+        let errors = openapi_errors(&self.bodies);
+        assert!(
+            errors.is_empty(),
+            "answers that the OpenAPI document describes otherwise:\n{}",
+            errors.join("\n")
+        );
         let dir = golden_dir();
         let update = std::env::var_os("UPDATE_GOLDEN").is_some();
         let mut differences = Vec::new();
@@ -375,6 +453,9 @@ async fn every_route_answers_its_documented_shape() {
         "events_line".into(),
         json!({"status": 200, "body": shape(&first)}),
     );
+    golden
+        .bodies
+        .insert("events_line".into(), (200, first.clone()));
     drop(stream);
 
     // Drain, then delete.

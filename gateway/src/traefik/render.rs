@@ -36,6 +36,7 @@
 
 use super::TraefikVersion;
 use super::labels::{self, LabelConfig, Section, Value};
+use crate::view::{JournalMark, View};
 use constellation_proto::v1 as pb;
 use std::borrow::Cow;
 use std::collections::{BTreeMap, BTreeSet, HashMap};
@@ -148,11 +149,19 @@ pub fn render(
 /// routable allocations) and rebuilt only when they change, so one health change
 /// costs one service's rebuild plus the assembly. The output is byte-identical to
 /// [`render`]'s for the same state (both assemble the same parts the same way).
+///
+/// [`Renderer::render_view`] goes further when it renders successive states of one
+/// [`View`]: the view's journal names the services the events since the last render
+/// touched, and only those are looked at (their allocations through the view's
+/// per-service index), so a health change costs that one service and the assembly,
+/// not a walk over every service and allocation.
 #[derive(Debug, Default)]
 pub struct Renderer {
     options: RenderOptions,
     memo: BTreeMap<String, Memo>,
     index: Index,
+    /// The point of the view's history the memo reflects, after a `render_view`.
+    rendered: Option<JournalMark>,
 }
 
 #[derive(Debug)]
@@ -161,6 +170,20 @@ struct Memo {
     ports: Vec<pb::PortSpec>,
     backends: Vec<BackendKey>,
     part: Option<Arc<Part>>,
+}
+
+impl Memo {
+    /// Whether the part was built from these inputs.
+    fn matches(&self, spec: &pb::ServiceSpec, backends: &[Backend]) -> bool {
+        self.labels == spec.labels
+            && self.ports == spec.ports
+            && self.backends.len() == backends.len()
+            && self
+                .backends
+                .iter()
+                .zip(backends)
+                .all(|(k, b)| k.matches(b))
+    }
 }
 
 /// What the servers of a service are made of, per routable allocation.
@@ -208,7 +231,46 @@ impl Renderer {
             options,
             memo: BTreeMap::new(),
             index: BTreeMap::new(),
+            rendered: None,
         }
+    }
+
+    /// Renders `view`, looking only at the services its journal says changed since the
+    /// state this renderer rendered last (everything on the first render, after a
+    /// re-list, or when the journal cannot tell). Same bytes as [`render`].
+    pub fn render_view(&mut self, view: &View) -> Rendered {
+        let Some(touched) = self.rendered.and_then(|mark| view.touched_since(mark)) else {
+            let rendered = self.render(view.services(), view.nodes(), view.allocations());
+            self.rendered = Some(view.mark());
+            return rendered;
+        };
+        for name in touched {
+            let spec = view.service(name).and_then(|s| s.spec.as_ref());
+            let Some(spec) = spec else {
+                if let Some(memo) = self.memo.remove(name) {
+                    self.unindex(name, memo.part.as_ref());
+                }
+                continue;
+            };
+            let backends: Vec<Backend> = view
+                .allocations_of_service(name)
+                .filter_map(|allocation| {
+                    let node = view
+                        .node_by_id(&allocation.node_id)
+                        .or_else(|| view.node(&allocation.node_name))?;
+                    is_routable(allocation, node).then_some(Backend { allocation, node })
+                })
+                .collect();
+            if !self
+                .memo
+                .get(name)
+                .is_some_and(|m| m.matches(spec, &backends))
+            {
+                self.rebuild(name, spec, &backends);
+            }
+        }
+        self.rendered = Some(view.mark());
+        self.assemble()
     }
 
     pub fn options(&self) -> &RenderOptions {
@@ -244,38 +306,42 @@ impl Renderer {
             };
             let backends = backends.get(name.as_str()).unwrap_or(&none);
             while memo.next_if(|(m, _)| m.as_str() < name.as_str()).is_some() {}
-            let unchanged = memo.next_if(|(m, _)| *m == name).is_some_and(|(_, memo)| {
-                memo.labels == spec.labels
-                    && memo.ports == spec.ports
-                    && memo.backends.len() == backends.len()
-                    && memo
-                        .backends
-                        .iter()
-                        .zip(backends)
-                        .all(|(k, b)| k.matches(b))
-            });
+            let unchanged = memo
+                .next_if(|(m, _)| *m == name)
+                .is_some_and(|(_, memo)| memo.matches(spec, backends));
             if !unchanged {
                 changed.push((name, spec, backends));
             }
         }
         for (name, spec, backends) in changed {
-            let part = service_part(name, spec, backends, &self.options).map(Arc::new);
-            if let Some(old) = self.memo.remove(name) {
-                self.unindex(name, old.part.as_ref());
-            }
-            if let Some(part) = &part {
-                self.reindex(name, part);
-            }
-            self.memo.insert(
-                name.clone(),
-                Memo {
-                    labels: spec.labels.clone(),
-                    ports: spec.ports.clone(),
-                    backends: backends.iter().map(BackendKey::of).collect(),
-                    part,
-                },
-            );
+            self.rebuild(name, spec, backends);
         }
+        // A full walk: a later `render_view` cannot know what this state was.
+        self.rendered = None;
+        self.assemble()
+    }
+
+    /// Rebuilds service `name`'s part from its spec and routable allocations.
+    fn rebuild(&mut self, name: &str, spec: &pb::ServiceSpec, backends: &[Backend]) {
+        let part = service_part(name, spec, backends, &self.options).map(Arc::new);
+        if let Some(old) = self.memo.remove(name) {
+            self.unindex(name, old.part.as_ref());
+        }
+        if let Some(part) = &part {
+            self.reindex(name, part);
+        }
+        self.memo.insert(
+            name.to_owned(),
+            Memo {
+                labels: spec.labels.clone(),
+                ports: spec.ports.clone(),
+                backends: backends.iter().map(BackendKey::of).collect(),
+                part,
+            },
+        );
+    }
+
+    fn assemble(&self) -> Rendered {
         let errors = self.memo.iter().flat_map(|(owner, memo)| {
             memo.part
                 .iter()

@@ -221,11 +221,7 @@ impl Provider {
                 json,
                 parts,
                 errors,
-            } = renderer.lock().expect("renderer lock").render(
-                view.services(),
-                view.nodes(),
-                view.allocations(),
-            );
+            } = renderer.lock().expect("renderer lock").render_view(&view);
             Document {
                 index: view.index(),
                 json: Bytes::from(json),
@@ -355,24 +351,23 @@ where
     S: Clone + Send + Sync + 'static,
     A: Fn(&HeaderMap) -> Result<()> + Clone + Send + Sync + 'static,
 {
-    let mut router = Router::new()
-        .route("/traefik", get(whole))
-        .route("/api/dynamic", get(whole));
-    for protocol in Protocol::ALL {
-        for part in ["routers", "services", "middlewares"] {
-            if protocol == Protocol::Udp && part == "middlewares" {
-                continue;
-            }
-            let path = format!("/api/{}/{part}", protocol.key());
-            router = router.route(
-                &path,
-                get(
-                    move |provider: Option<Extension<Arc<Provider>>>, RawQuery(q): RawQuery| async move {
-                        section(provider, q, protocol, part).await
-                    },
-                ),
-            );
-        }
+    let mut router = Router::new();
+    for route in &TABLE {
+        router =
+            match route.part {
+                None => router.route(route.path, get(whole)),
+                Some((protocol, part)) => {
+                    router.route(
+                        route.path,
+                        get(
+                            move |provider: Option<Extension<Arc<Provider>>>,
+                                  RawQuery(q): RawQuery| async move {
+                                section(provider, q, protocol, part).await
+                            },
+                        ),
+                    )
+                }
+            };
     }
     router.route_layer(axum::middleware::from_fn(
         move |request: axum::extract::Request, next: axum::middleware::Next| {
@@ -400,19 +395,95 @@ pub fn standalone(provider: Arc<Provider>) -> Router {
         .layer(tower_http::trace::TraceLayer::new_for_http())
 }
 
-/// The paths [`routes`] serves, for route tables and documentation.
-pub const PATHS: [&str; 10] = [
-    "/traefik",
-    "/api/dynamic",
-    "/api/http/routers",
-    "/api/http/services",
-    "/api/http/middlewares",
-    "/api/tcp/routers",
-    "/api/tcp/services",
-    "/api/tcp/middlewares",
-    "/api/udp/routers",
-    "/api/udp/services",
+/// One Traefik route: the whole document, or one map of it.
+#[derive(Debug, Clone, Copy)]
+pub struct TraefikRoute {
+    pub path: &'static str,
+    pub summary: &'static str,
+    /// The map served, `None` for the whole document.
+    pub part: Option<(Protocol, &'static str)>,
+}
+
+const fn part(
+    path: &'static str,
+    summary: &'static str,
+    protocol: Protocol,
+    name: &'static str,
+) -> TraefikRoute {
+    TraefikRoute {
+        path,
+        summary,
+        part: Some((protocol, name)),
+    }
+}
+
+/// Every route [`routes`] serves (all `GET`); the router and the OpenAPI document are
+/// built from it.
+pub const TABLE: [TraefikRoute; 10] = [
+    TraefikRoute {
+        path: "/traefik",
+        summary: "Traefik HTTP provider: the whole dynamic configuration",
+        part: None,
+    },
+    TraefikRoute {
+        path: "/api/dynamic",
+        summary: "The whole dynamic configuration (the predecessor's route)",
+        part: None,
+    },
+    part(
+        "/api/http/routers",
+        "HTTP routers by name (predecessor)",
+        Protocol::Http,
+        "routers",
+    ),
+    part(
+        "/api/http/services",
+        "HTTP services by name (predecessor)",
+        Protocol::Http,
+        "services",
+    ),
+    part(
+        "/api/http/middlewares",
+        "HTTP middlewares by name (predecessor)",
+        Protocol::Http,
+        "middlewares",
+    ),
+    part(
+        "/api/tcp/routers",
+        "TCP routers by name (predecessor)",
+        Protocol::Tcp,
+        "routers",
+    ),
+    part(
+        "/api/tcp/services",
+        "TCP services by name (predecessor)",
+        Protocol::Tcp,
+        "services",
+    ),
+    part(
+        "/api/tcp/middlewares",
+        "TCP middlewares by name (predecessor)",
+        Protocol::Tcp,
+        "middlewares",
+    ),
+    part(
+        "/api/udp/routers",
+        "UDP routers by name (predecessor)",
+        Protocol::Udp,
+        "routers",
+    ),
+    part(
+        "/api/udp/services",
+        "UDP services by name (predecessor)",
+        Protocol::Udp,
+        "services",
+    ),
 ];
+
+/// The paths [`routes`] serves.
+pub fn paths() -> impl Iterator<Item = &'static str> {
+    TABLE.iter().map(|r| r.path)
+}
 
 fn json(body: Bytes) -> Response {
     (

@@ -3,15 +3,17 @@
 //! control plane says the index was compacted, and publish a [`Snapshot`] after every
 //! batch of events that leaves the view caught up.
 //!
-//! Publishing clones the view only when a reader still holds the previous snapshot
-//! (`Arc::make_mut`), and consecutive responses already waiting are applied together
-//! before one publication.
+//! The view is kept in two copies ([`TwoCopies`]) so that a change never copies the
+//! whole view while the published snapshot is still held (by the channel, at least):
+//! changes go to the copy nobody reads, which first catches up on the changes it
+//! missed. Consecutive responses already waiting are applied together before one
+//! publication.
 
 use super::{Lists, Snapshot, View};
 use crate::upstream::Upstream;
 use constellation_proto::v1::{
-    ClusterStatusRequest, ListAllocationsRequest, ListLeasesRequest, ListMigrationsRequest,
-    ListNodesRequest, ListServicesRequest, WatchRequest, WatchResponse,
+    ClusterStatusRequest, ClusterStatusResponse, ListAllocationsRequest, ListLeasesRequest,
+    ListMigrationsRequest, ListNodesRequest, ListServicesRequest, WatchRequest, WatchResponse,
 };
 use std::sync::Arc;
 use std::time::{Duration, Instant};
@@ -69,7 +71,7 @@ pub async fn run(
         upstream,
         snapshots,
         events,
-        view: Arc::new(View::default()),
+        view: TwoCopies::new(View::default()),
         target: 0,
         synced: false,
         lost_since: Some(Instant::now()),
@@ -94,7 +96,7 @@ struct Feed {
     upstream: Arc<Upstream>,
     snapshots: watch::Sender<Snapshot>,
     events: broadcast::Sender<Arc<WatchResponse>>,
-    view: Arc<View>,
+    view: TwoCopies,
     /// The view is caught up once its index reaches this (the lists' largest index).
     target: u64,
     synced: bool,
@@ -120,14 +122,14 @@ impl Feed {
                 match self.watch(rotate).await {
                     WatchEnd::Compacted => {
                         tracing::info!(
-                            index = self.view.index(),
+                            index = self.view.current().index(),
                             "watch index compacted; re-listing"
                         );
                         rotate = false;
                         break;
                     }
                     WatchEnd::Lost(status) => {
-                        tracing::warn!(%status, index = self.view.index(), "watch stream lost; resuming");
+                        tracing::warn!(%status, index = self.view.current().index(), "watch stream lost; resuming");
                         self.lost();
                         rotate = true;
                         self.pause().await;
@@ -166,9 +168,9 @@ impl Feed {
             status,
         };
         self.target = lists.max_index();
-        self.view = Arc::new(View::from_lists(lists));
+        self.view = TwoCopies::new(View::from_lists(lists));
         tracing::info!(
-            index = self.view.index(),
+            index = self.view.current().index(),
             target = self.target,
             "listed the cluster"
         );
@@ -179,7 +181,7 @@ impl Feed {
     async fn watch(&mut self, rotate: bool) -> WatchEnd {
         let (member, mut client) = self.upstream.streaming_client(rotate);
         let request = WatchRequest {
-            from_index: self.view.index(),
+            from_index: self.view.current().index(),
             topics: Vec::new(),
         };
         let opened = tokio::time::timeout(self.upstream.rpc_timeout(), client.watch(request)).await;
@@ -189,9 +191,9 @@ impl Feed {
             Ok(Err(status)) => return WatchEnd::Lost(status),
             Err(_) => return WatchEnd::Lost(Status::deadline_exceeded("opening the watch")),
         };
-        tracing::debug!(%member, from = self.view.index(), "watching");
+        tracing::debug!(%member, from = self.view.current().index(), "watching");
         // Connected: with nothing left to replay the view is current now.
-        if self.view.index() >= self.target {
+        if self.view.current().index() >= self.target {
             self.caught_up();
         }
         loop {
@@ -227,7 +229,7 @@ impl Feed {
                 self.refresh_cluster().await;
             }
             // While a long backlog replays, readers keep the previous snapshot.
-            if self.view.index() >= self.target && !full.full_batch {
+            if self.view.current().index() >= self.target && !full.full_batch {
                 self.caught_up();
             }
         }
@@ -235,24 +237,22 @@ impl Feed {
 
     /// Applies one response to the view and hands it to event subscribers.
     fn absorb(&mut self, response: WatchResponse) -> Absorbed {
-        let view = Arc::make_mut(&mut self.view);
-        let mut leadership = false;
-        for event in &response.events {
-            leadership |= matches!(
+        let leadership = response.events.iter().any(|event| {
+            matches!(
                 event.payload,
                 Some(constellation_proto::v1::event::Payload::Leadership(_))
-            );
-            view.apply(event);
-        }
-        view.advance_to(response.last_index);
+            )
+        });
         let absorbed = Absorbed {
             heartbeat: response.events.is_empty(),
             full_batch: response.events.len() >= MAX_BATCH,
             leadership,
         };
+        let response = Arc::new(response);
+        self.view.change(Change::Events(Arc::clone(&response)));
         if !response.events.is_empty() {
             // No subscriber is not an error.
-            let _ = self.events.send(Arc::new(response));
+            let _ = self.events.send(response);
         }
         absorbed
     }
@@ -264,14 +264,14 @@ impl Feed {
             .call(|mut c| async move { c.cluster_status(ClusterStatusRequest {}).await })
             .await;
         match status {
-            Ok(status) => Arc::make_mut(&mut self.view).set_cluster(status),
+            Ok(status) => self.view.change(Change::Cluster(status)),
             Err(status) => tracing::debug!(%status, "cluster status refresh failed"),
         }
     }
 
     fn caught_up(&mut self) {
         if !self.synced || self.lost_since.is_some() {
-            tracing::info!(index = self.view.index(), "view caught up");
+            tracing::info!(index = self.view.current().index(), "view caught up");
         }
         self.synced = true;
         self.lost_since = None;
@@ -288,7 +288,7 @@ impl Feed {
 
     fn publish(&self) {
         self.snapshots.send_replace(Snapshot {
-            view: Arc::clone(&self.view),
+            view: Arc::clone(self.view.current()),
             synced: self.synced,
             lost_since: self.lost_since,
             stale_after: self.stale_after,
@@ -298,6 +298,95 @@ impl Feed {
     async fn pause(&mut self) {
         tokio::time::sleep(self.backoff).await;
         self.backoff = (self.backoff * 2).min(BACKOFF_MAX);
+    }
+}
+
+/// One change to the view, kept until the spare copy has it too.
+#[derive(Debug, Clone)]
+pub enum Change {
+    /// The events of a `WatchResponse`, and its `last_index`.
+    Events(Arc<WatchResponse>),
+    /// A `ClusterStatus` answer.
+    Cluster(ClusterStatusResponse),
+}
+
+impl Change {
+    fn apply_to(&self, view: &mut View) {
+        match self {
+            Change::Events(response) => {
+                for event in &response.events {
+                    view.apply(event);
+                }
+                view.advance_to(response.last_index);
+            }
+            Change::Cluster(status) => view.set_cluster(status.clone()),
+        }
+    }
+}
+
+/// Changes the spare copy may fall behind by before it is dropped (a reader held it
+/// that long): catching up would cost more than the copy it saves.
+const MAX_BEHIND: usize = 4096;
+
+/// The view the feed moves and publishes, in two copies: `current` (published, so
+/// held by the snapshot channel and readers) and `spare` (the previous one, which
+/// readers leave once a newer one is published), with the changes `spare` misses.
+///
+/// A change goes to `current` when nobody else holds it. Otherwise the copies swap:
+/// `spare`, once no reader holds it, catches up on the changes it missed and becomes
+/// `current`. Only when a reader still holds both is the view copied (as
+/// `Arc::make_mut` would on every change with one copy: with 10,000 services that copy
+/// is tens of milliseconds, much more than replaying a few events). Applying events
+/// is deterministic, so both copies hold the same view, journal included.
+#[derive(Debug)]
+pub struct TwoCopies {
+    current: Arc<View>,
+    spare: Option<Arc<View>>,
+    behind: Vec<Change>,
+}
+
+impl TwoCopies {
+    pub fn new(view: View) -> Self {
+        TwoCopies {
+            current: Arc::new(view),
+            spare: None,
+            behind: Vec::new(),
+        }
+    }
+
+    /// The latest view, to publish.
+    pub fn current(&self) -> &Arc<View> {
+        &self.current
+    }
+
+    pub fn change(&mut self, change: Change) {
+        if Arc::get_mut(&mut self.current).is_none() {
+            let mut spare = self
+                .spare
+                .take()
+                .filter(|_| self.behind.len() <= MAX_BEHIND);
+            let caught_up = match spare.as_mut().and_then(Arc::get_mut) {
+                Some(view) => {
+                    for missed in self.behind.drain(..) {
+                        missed.apply_to(view);
+                    }
+                    true
+                }
+                None => false,
+            };
+            let next = match spare {
+                Some(spare) if caught_up => spare,
+                _ => {
+                    self.behind.clear();
+                    Arc::new(View::clone(&self.current))
+                }
+            };
+            self.spare = Some(std::mem::replace(&mut self.current, next));
+        }
+        change.apply_to(Arc::get_mut(&mut self.current).expect("current is unique here"));
+        if self.spare.is_some() {
+            self.behind.push(change);
+        }
     }
 }
 

@@ -524,3 +524,78 @@ proptest! {
         prop_assert_eq!(moved.without_cluster(), relisted.without_cluster());
     }
 }
+
+/// The feed's two copies hold what one view moved by the same changes holds, whoever
+/// keeps which published snapshot, and with only the channel holding the latest
+/// snapshot they alternate between two allocations (no copy per change).
+#[test]
+fn two_copies_hold_the_same_view_as_one_and_stop_copying_once_readers_let_go() {
+    use super::feed::{Change, TwoCopies};
+    let mut reference = View::default();
+    let mut two = TwoCopies::new(View::default());
+    let mut channel = Arc::clone(two.current());
+    let mut held = Vec::new();
+    let mut pointers = std::collections::BTreeSet::new();
+    for i in 1..=60u64 {
+        let name = format!("s{}", i % 7);
+        let change = if i % 11 == 0 {
+            Change::Cluster(ClusterStatusResponse {
+                id: i,
+                ..Default::default()
+            })
+        } else {
+            Change::Events(Arc::new(constellation_proto::v1::WatchResponse {
+                events: vec![
+                    event(
+                        i,
+                        Payload::Service(ServiceEvent {
+                            kind: ChangeKind::Created as i32,
+                            service: Some(service(&name, i)),
+                        }),
+                    ),
+                    event(
+                        i,
+                        Payload::Allocation(AllocationEvent {
+                            kind: ChangeKind::Created as i32,
+                            allocation: Some(alloc(
+                                &format!("a{}", i % 5),
+                                &name,
+                                HealthState::Healthy,
+                            )),
+                        }),
+                    ),
+                ],
+                last_index: i,
+            }))
+        };
+        match &change {
+            Change::Events(r) => {
+                for e in &r.events {
+                    reference.apply(e);
+                }
+                reference.advance_to(r.last_index);
+            }
+            Change::Cluster(c) => reference.set_cluster(c.clone()),
+        }
+        two.change(change);
+        assert_eq!(**two.current(), reference, "after change {i}");
+        // Readers: the first 20 changes some snapshots are kept a while.
+        if i < 20 && i % 3 == 0 {
+            held.push(Arc::clone(two.current()));
+        }
+        if i == 20 {
+            held.clear();
+        }
+        channel = Arc::clone(two.current());
+        if i > 40 {
+            pointers.insert(Arc::as_ptr(&channel) as usize);
+        }
+    }
+    drop(channel);
+    assert_eq!(pointers.len(), 2, "alternates between two copies");
+    assert_eq!(
+        two.current().mark(),
+        reference.mark(),
+        "same journal position"
+    );
+}
