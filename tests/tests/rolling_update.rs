@@ -1,7 +1,8 @@
 //! Rolling updates with the real binaries on the real Docker engine: a new version
 //! that never passes its health check is rolled back by the control plane on its own,
 //! while the old version keeps answering HTTP (sampled every 100 ms) and keeps at
-//! least one healthy replica throughout.
+//! least one healthy replica throughout; a start-first update of a good version never
+//! has fewer healthy replicas than the service asks for.
 
 use constellation_proto::v1 as pb;
 use constellation_tests::api::{allocations, client};
@@ -274,6 +275,89 @@ async fn a_version_failing_its_health_check_rolls_back_while_the_old_one_serves(
         "its container was never recreated: the agent kept getting its own version's spec"
     );
 
+    client(&cp.api_addr)
+        .delete_service(pb::DeleteServiceRequest { name: name.clone() })
+        .await
+        .unwrap();
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_start_first_update_never_has_fewer_healthy_replicas_than_asked_for() {
+    let Some(_docker) = docker::connect_or_skip("rolling_update_start_first")
+        .await
+        .unwrap()
+    else {
+        return;
+    };
+    let dir = tempfile::tempdir().unwrap();
+    let cp = ControlPlane::bootstrap(1, &dir.path().join("cp1"))
+        .await
+        .unwrap();
+    let node = docker::unique_name("roll");
+    let _containers = docker::NodeContainersGuard::new(&[&node]);
+    let _agent = Agent::start(&node, &cp.api_addr, &dir.path().join("secrets"))
+        .await
+        .unwrap();
+    let name = docker::unique_name("rollweb");
+    let mut spec = web(&name);
+    if let Some(update) = spec.update.as_mut() {
+        update.set_order(pb::UpdateOrder::StartFirst);
+    }
+    client(&cp.api_addr)
+        .apply_service(pb::ApplyServiceRequest {
+            spec: Some(spec.clone()),
+            ..Default::default()
+        })
+        .await
+        .expect("ApplyService");
+    wait_until(Duration::from_secs(40), "two healthy replicas", || async {
+        let live = allocations(&cp.api_addr, &name).await;
+        live.len() == 2 && live.iter().all(healthy)
+    })
+    .await;
+    let v1 = service(&cp.api_addr, &name).await.version;
+
+    let sampling = Arc::new(AtomicBool::new(true));
+    let sampler = tokio::spawn({
+        let (addr, name, sampling) = (cp.api_addr.clone(), name.clone(), sampling.clone());
+        async move {
+            let mut samples = Vec::new();
+            while sampling.load(Ordering::Relaxed) {
+                let live = allocations(&addr, &name).await;
+                samples.push(live.iter().filter(|a| healthy(a)).count());
+                tokio::time::sleep(Duration::from_millis(100)).await;
+            }
+            samples
+        }
+    });
+    spec.env.insert("RELEASE".into(), "2".into());
+    let started = Instant::now();
+    client(&cp.api_addr)
+        .apply_service(pb::ApplyServiceRequest {
+            spec: Some(spec),
+            ..Default::default()
+        })
+        .await
+        .expect("ApplyService v2");
+    wait_until(Duration::from_secs(50), "update completed", || async {
+        let s = service(&cp.api_addr, &name).await;
+        let live = allocations(&cp.api_addr, &name).await;
+        update_state(&s) == pb::UpdateState::Completed
+            && live.len() == 2
+            && live
+                .iter()
+                .all(|a| healthy(a) && a.service_version == v1 + 1)
+    })
+    .await;
+    let took = started.elapsed();
+    sampling.store(false, Ordering::Relaxed);
+    let samples = sampler.await.unwrap();
+    eprintln!("updated in {took:?}; healthy samples {samples:?}");
+    assert!(samples.len() >= 5, "{samples:?}");
+    assert!(
+        samples.iter().all(|&n| n >= 2),
+        "fewer healthy replicas than asked for at some point: {samples:?}"
+    );
     client(&cp.api_addr)
         .delete_service(pb::DeleteServiceRequest { name: name.clone() })
         .await
