@@ -90,7 +90,8 @@ impl Planner<'_> {
                 self.stop(old);
                 continue;
             }
-            if in_flight >= batch || self.in_flight_count(&old.service_name) >= parallelism(service)
+            if in_flight >= batch
+                || self.replacements(&old.service_name).len() >= parallelism(service)
             {
                 continue;
             }

@@ -87,26 +87,6 @@ impl Planner<'_> {
             .collect()
     }
 
-    /// How many of the service's replacements are in flight, this plan's included.
-    pub(super) fn in_flight_count(&self, service: &str) -> usize {
-        let state = self.state;
-        let planned = self
-            .upserts
-            .iter()
-            .filter(|u| {
-                u.service_name == service
-                    && !u.previous_allocation_id.is_empty()
-                    && !is_terminal(u)
-                    && state.allocation(&u.id).is_none()
-            })
-            .count();
-        let existing = state
-            .allocations_of_service(service)
-            .filter(|a| !self.released.contains(&a.id) && self.is_replacement_in_flight(a))
-            .count();
-        planned + existing
-    }
-
     /// Places a replacement for live `old` in its slot on the best eligible node (which
     /// is never a draining, cordoned or down one), at the service's current version.
     /// False when no node fits; nothing changes then.
