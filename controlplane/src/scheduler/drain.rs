@@ -17,6 +17,8 @@
 //!   `batch_size` replacements in flight and the service fewer than its update
 //!   `parallelism`. When no node fits it stays until one does or the deadline passes.
 
+use std::collections::BTreeMap;
+
 use constellation_proto::v1::{Allocation, Node, NodeAvailability};
 use pbjson_types::Timestamp;
 
@@ -65,12 +67,18 @@ impl Planner<'_> {
             .collect();
         let mut in_flight = 0usize;
         let mut waiting = Vec::new();
+        // The services' replacements, computed once per service: a replacement of an
+        // allocation on this node is another allocation's only while both live.
+        let mut replacements: BTreeMap<String, BTreeMap<String, Allocation>> = BTreeMap::new();
         for old in on_node {
             if expired {
                 self.stop(old);
                 continue;
             }
-            match self.replacements(&old.service_name).get(&old.id) {
+            let of_service = replacements
+                .entry(old.service_name.clone())
+                .or_insert_with(|| self.replacements(&old.service_name));
+            match of_service.get(&old.id) {
                 Some(new) if is_healthy(new) => self.stop(old),
                 Some(new) if failed(state, new, now) => {
                     // Given up; the next plan tries another replacement.
@@ -82,6 +90,8 @@ impl Planner<'_> {
                 None => waiting.push(old),
             }
         }
+        // Replacements this step placed, by service (not in `replacements`).
+        let mut placed_here: BTreeMap<&str, usize> = BTreeMap::new();
         for old in waiting {
             let Some(service) = state.service(&old.service_name) else {
                 continue;
@@ -90,13 +100,17 @@ impl Planner<'_> {
                 self.stop(old);
                 continue;
             }
-            if in_flight >= batch
-                || self.replacements(&old.service_name).len() >= parallelism(service)
-            {
+            let of_service = replacements
+                .entry(old.service_name.clone())
+                .or_insert_with(|| self.replacements(&old.service_name))
+                .len();
+            let placed = placed_here.entry(old.service_name.as_str()).or_insert(0);
+            if in_flight >= batch || of_service + *placed >= parallelism(service) {
                 continue;
             }
             if self.place_replacement(service, old, ids) {
                 in_flight += 1;
+                *placed += 1;
             }
         }
     }

@@ -151,6 +151,9 @@ pub fn next_wake(state: &State, now: &Timestamp) -> Option<Timestamp> {
 /// The retained versions whose spec has another runtime hash than `spec` (the
 /// service's current one): their allocations are outdated.
 fn outdated_versions(service: &Service, spec: &ServiceSpec) -> BTreeSet<u64> {
+    if service.retained_versions.is_empty() {
+        return BTreeSet::new();
+    }
     let current = runtime_hash(spec);
     service
         .retained_versions
