@@ -449,6 +449,7 @@ fn scaling_replaces_nothing() {
 fn a_failing_version_rolls_back_by_itself() {
     let mut sim = running(2, UpdateOrder::StopFirst, 1);
     let original = sim.service("web").spec.clone().expect("spec");
+    let watched_from = sim.state.event_index();
     sim.put(web(2, "web:broken", UpdateOrder::StopFirst, 1));
     let broken_version = sim.service("web").version;
     let mut states = Vec::new();
@@ -490,6 +491,26 @@ fn a_failing_version_rolls_back_by_itself() {
     );
     assert_eq!(sim.images("web"), ["web:v1"; 2]);
     assert_eq!(sim.healthy("web"), 2);
+
+    // A watcher of the service topic saw every step of it.
+    let events = sim
+        .state
+        .events_after(watched_from, &[constellation_proto::v1::Topic::Service])
+        .expect("retained");
+    let mut seen: Vec<UpdateState> = Vec::new();
+    for event in events {
+        let Some(constellation_proto::v1::event::Payload::Service(e)) = event.payload else {
+            continue;
+        };
+        let state = e
+            .service
+            .and_then(|s| s.status?.update)
+            .map_or(UpdateState::Unspecified, |u| u.state());
+        if seen.last() != Some(&state) {
+            seen.push(state);
+        }
+    }
+    assert_eq!(seen, states, "the Watch stream carries the update status");
 }
 
 #[test]
