@@ -413,11 +413,16 @@ impl<'a> Planner<'a> {
         let missing = desired_replicas(spec).saturating_sub(live.len());
         let need = reservation(spec);
         let rescheduled = self.rescheduled_by_slot(&spec.name);
+        let stopping = self.stopping_slots(&spec.name, missing);
         let mut tally = None;
         let mut slot = 0u32;
         for _ in 0..missing {
             while slots.contains(&slot) {
                 slot += 1;
+            }
+            if stopping.contains(&slot) {
+                slots.insert(slot);
+                continue;
             }
             let previous = rescheduled.get(&slot).copied();
             let attempt = match previous {

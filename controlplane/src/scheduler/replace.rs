@@ -8,7 +8,7 @@
 //! service runs at most `replicas` + (replacements in flight) allocations, and never
 //! fewer than `replicas` because of a start-first replacement.
 
-use std::collections::BTreeMap;
+use std::collections::{BTreeMap, BTreeSet};
 
 use constellation_proto::v1::{
     Allocation, AllocationDesiredState, AllocationState, HealthState, Service,
@@ -16,7 +16,7 @@ use constellation_proto::v1::{
 use pbjson_types::{Duration, Timestamp};
 
 use super::{Planner, is_live, reservation};
-use crate::state::is_terminal;
+use crate::state::{container_up, is_terminal};
 
 const NANOS_PER_SECOND: i128 = 1_000_000_000;
 
@@ -84,6 +84,26 @@ impl Planner<'_> {
             .filter(|a| !self.released.contains(&a.id) && self.is_replacement_in_flight(a))
             .chain(planned)
             .map(|a| (a.previous_allocation_id.clone(), a.clone()))
+            .collect()
+    }
+
+    /// Slots of the service held by an allocation told to stop (before or by this plan)
+    /// whose container is still up: no new allocation takes such a slot until the
+    /// agent reports it stopped, so a stop-first update never runs the old and the new
+    /// container side by side (they may share a node and its published ports) and the
+    /// replica count is not exceeded meanwhile. Empty when nothing is `missing`.
+    pub(super) fn stopping_slots(&self, service: &str, missing: usize) -> BTreeSet<u32> {
+        if missing == 0 {
+            return BTreeSet::new();
+        }
+        self.state
+            .allocations_of_service(service)
+            .filter(|a| {
+                let stopped = a.desired_state() == AllocationDesiredState::Stop
+                    || self.released.contains(&a.id);
+                stopped && container_up(a)
+            })
+            .map(|a| a.slot)
             .collect()
     }
 

@@ -29,6 +29,22 @@ pub fn is_terminal(alloc: &Allocation) -> bool {
         })
 }
 
+/// Whether the agent's last report says the allocation's container is up or coming
+/// up. An allocation told to stop keeps its container until the agent reports it
+/// STOPPED; one that never got past PENDING has none.
+pub fn container_up(alloc: &Allocation) -> bool {
+    alloc.status.as_ref().is_some_and(|s| {
+        matches!(
+            s.state(),
+            AllocationState::Preparing
+                | AllocationState::Starting
+                | AllocationState::Running
+                | AllocationState::Restarting
+                | AllocationState::Exited
+        )
+    })
+}
+
 /// Nodes and services whose derived counts must be recomputed.
 #[derive(Debug, Default)]
 pub(super) struct Touched {

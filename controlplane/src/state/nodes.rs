@@ -9,7 +9,7 @@ use constellation_proto::v1::{
 };
 use pbjson_types::{Duration, Timestamp};
 
-use super::allocations::{Touched, is_terminal};
+use super::allocations::{Touched, container_up, is_terminal};
 use super::{OpResult, State, already_exists, invalid, not_found, outcome, time};
 
 /// How long a drain may take when the command does not say.
@@ -98,7 +98,7 @@ impl State {
     fn lose_allocations(&mut self, node_id: &str, now: Timestamp) -> Touched {
         let mut touched = Touched::default();
         for id in self.allocation_ids_of_node(node_id) {
-            let lost = |a: &&Allocation| !is_terminal(a) || still_active(a);
+            let lost = |a: &&Allocation| !is_terminal(a) || container_up(a);
             let Some(alloc) = self.allocations.get(&id).filter(lost) else {
                 continue;
             };
@@ -180,7 +180,7 @@ impl State {
     fn drain_progress(&self, node_id: &str, mut drain: DrainStatus) -> DrainStatus {
         let remaining = self
             .allocations_of_node(node_id)
-            .filter(|a| !is_terminal(a) || still_active(a))
+            .filter(|a| !is_terminal(a) || container_up(a))
             .count();
         drain.remaining = u32::try_from(remaining).unwrap_or(u32::MAX);
         drain.completed = remaining == 0;
@@ -211,19 +211,4 @@ impl State {
         };
         self.emit(now, Payload::Node(event));
     }
-}
-
-/// Whether the agent still has the allocation's container up or coming up (its last
-/// report says so). An allocation that never got past PENDING has no container.
-fn still_active(alloc: &Allocation) -> bool {
-    alloc.status.as_ref().is_some_and(|s| {
-        matches!(
-            s.state(),
-            AllocationState::Preparing
-                | AllocationState::Starting
-                | AllocationState::Running
-                | AllocationState::Restarting
-                | AllocationState::Exited
-        )
-    })
 }

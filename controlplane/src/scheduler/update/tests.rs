@@ -390,13 +390,18 @@ fn stop_first_update_replaces_in_batches_gated_on_monitor() {
     assert_eq!(sim.images("web"), ["web:v1"; 3]);
 
     let p = sim.step().expect("first batch");
-    let stopped = p
-        .upserts
-        .iter()
-        .filter(|a| a.desired_state() == AllocationDesiredState::Stop)
-        .count();
-    assert_eq!(stopped, 1, "{p:?}");
-    assert_eq!(p.upserts.len(), 2, "one stopped, one placed: {p:?}");
+    assert_eq!(p.upserts.len(), 1, "{p:?}");
+    let stopped = &p.upserts[0];
+    assert_eq!(stopped.desired_state(), AllocationDesiredState::Stop);
+    assert!(
+        sim.step().is_none(),
+        "its slot waits until its container stopped"
+    );
+    sim.agents(&by_image);
+    let p = sim.step().expect("the new one");
+    assert_eq!(p.upserts.len(), 1, "{p:?}");
+    assert_eq!(p.upserts[0].slot, stopped.slot);
+    assert_eq!(p.upserts[0].desired_state(), AllocationDesiredState::Run);
     sim.agents(&by_image);
     // Healthy, but not for the monitor period yet.
     sim.advance_ms(4000);
@@ -690,6 +695,8 @@ fn the_next_wake_is_the_end_of_a_monitor_period_or_a_deadline() {
     let mut sim = running(2, UpdateOrder::StopFirst, 1);
     assert_eq!(next_wake(&sim.state, &sim.now()), None, "nothing waits");
     sim.put(web(2, "web:v2", UpdateOrder::StopFirst, 1));
+    sim.step();
+    sim.agents(&by_image);
     sim.step();
     let placed = sim.now();
     // Placed, not healthy yet: its healthy deadline (30 s).
