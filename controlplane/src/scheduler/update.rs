@@ -21,7 +21,8 @@
 //!    (and not failed), plus replicas missing from the count, are in flight. While
 //!    fewer than `parallelism` are, the lowest outdated slots are replaced: stop-first
 //!    stops the old allocation (the replica step places the new one in the slot it
-//!    freed, in the same plan); start-first places a replacement next to it.
+//!    freed once the agent reports the old container stopped); start-first places a
+//!    replacement next to it.
 //! 4. **Completion.** No outdated allocation left and nothing in flight: the status
 //!    becomes COMPLETED (ROLLED_BACK after a rollback).
 //!
