@@ -97,7 +97,8 @@ impl State {
     }
 
     /// The update status after `service` replaced `before`: UPDATING from the old to
-    /// the new version when some live allocation runs another runtime spec; otherwise
+    /// the new version when some live allocation runs another runtime spec (one whose
+    /// version is not retained runs the current spec, as its assignment says); otherwise
     /// the old status, following the new version while an update is under way.
     pub(super) fn update_after_change(
         &self,
@@ -114,7 +115,7 @@ impl State {
             .filter(|a| !is_terminal(a))
             .any(|a| {
                 spec_of_version(service, a.service_version)
-                    .is_none_or(|(s, _)| runtime_hash(s) != current)
+                    .is_some_and(|(s, _)| runtime_hash(s) != current)
             });
         let runtime_changed = before.spec.as_ref().map(runtime_hash) != Some(current);
         if runtime_changed && outdated {
