@@ -334,9 +334,11 @@ impl Bench {
 
     async fn wait_converged(&mut self) -> anyhow::Result<()> {
         let n = self.options.members;
-        let deadline = Instant::now() + Duration::from_secs(300);
+        let started = Instant::now();
+        let deadline = started + Duration::from_secs(300);
+        let mut reported = started;
         loop {
-            let mut lagging = 0;
+            let (mut lagging, mut missing) = (0, 0);
             for m in self.members.iter().flatten() {
                 let alive = m
                     .handle
@@ -347,10 +349,18 @@ impl Bench {
                     .count();
                 if alive != n - 1 {
                     lagging += 1;
+                    missing += (n - 1).saturating_sub(alive);
                 }
             }
             if lagging == 0 {
                 return Ok(());
+            }
+            if reported.elapsed() >= Duration::from_secs(5) {
+                reported = Instant::now();
+                eprintln!(
+                    "converging after {:.0?}: {lagging} members miss {missing} others in all",
+                    started.elapsed()
+                );
             }
             anyhow::ensure!(
                 Instant::now() < deadline,
