@@ -311,7 +311,8 @@ pub struct Agent {
 impl Agent {
     /// Starts `constellation-agent` named `name` against `controlplane` (an API
     /// address), with its secrets under `secrets_dir` and its state file in the
-    /// directory next to it (`agent-state`), on the default Docker engine.
+    /// directory next to it (`agent-state-NAME`: agents whose secrets share a parent do not
+    /// share a state file), on the default Docker engine.
     pub async fn start(name: &str, controlplane: &str, secrets_dir: &Path) -> anyhow::Result<Self> {
         Self::start_with(name, controlplane, secrets_dir, &[]).await
     }
@@ -323,7 +324,7 @@ impl Agent {
         secrets_dir: &Path,
         extra: &[String],
     ) -> anyhow::Result<Self> {
-        let state_dir = secrets_dir.with_file_name("agent-state");
+        let state_dir = secrets_dir.with_file_name(format!("agent-state-{name}"));
         let mut args: Vec<String> = [
             "--name",
             name,

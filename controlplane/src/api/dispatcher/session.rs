@@ -32,7 +32,7 @@ use tonic::{Status, Streaming};
 use super::{DispatcherService, DispatcherSettings, SessionInfo, SessionRegistry, lock, status};
 use crate::cluster::Cluster;
 use crate::failover::{Observation, SessionState};
-use crate::state::{State, is_terminal, spec_of_version};
+use crate::state::{State, container_up, is_terminal, spec_of_version};
 use crate::{Error, Result};
 
 /// Control messages buffered per session before the task waits for the agent.
@@ -106,8 +106,13 @@ pub(super) async fn start(
     );
     let (reports, flusher) = status::spawn(cluster, session.node_id.clone(), &session.settings);
     // What a reconnecting agent runs is its first status report.
-    if !hello.running.is_empty() {
-        let _ = reports.send(hello.running).await;
+    let mut first = hello.running;
+    first.extend({
+        let state = session.cluster.state().read().await;
+        no_longer_running(&state, &session.node_id, &first)
+    });
+    if !first.is_empty() {
+        let _ = reports.send(first).await;
     }
     tokio::spawn(async move {
         let how = session.run(inbound, applied, reports, end).await;
@@ -120,6 +125,33 @@ pub(super) async fn start(
         );
     });
     Ok(ReceiverStream::new(rx))
+}
+
+/// STOPPED reports for the node's allocations that were told to stop, whose container
+/// the state still counts as up, and that the reconnecting agent does not list as
+/// running: it removed them but the report was lost (it crashed, or the session broke
+/// first). Without these their slot would stay held (a stop-first update or a drain
+/// waits for the old container to be gone).
+fn no_longer_running(
+    state: &State,
+    node_id: &str,
+    running: &[pb::AllocationReport],
+) -> Vec<pb::AllocationReport> {
+    state
+        .allocations_of_node(node_id)
+        .filter(|a| a.desired_state() == pb::AllocationDesiredState::Stop && container_up(a))
+        .filter(|a| !running.iter().any(|r| r.allocation_id == a.id))
+        .map(|a| {
+            let mut status = a.status.clone().unwrap_or_default();
+            status.set_state(pb::AllocationState::Stopped);
+            status.message = "not running on the node when its agent reconnected".into();
+            pb::AllocationReport {
+                allocation_id: a.id.clone(),
+                status: Some(status),
+                spec_hash: String::new(),
+            }
+        })
+        .collect()
 }
 
 /// `SessionAccepted` for the node: its ids, the heartbeat period, the gossip addresses

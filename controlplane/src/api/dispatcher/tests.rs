@@ -499,3 +499,64 @@ async fn a_full_buffer_is_written_before_the_interval() {
     }
     wait_running(&mut m.control, Duration::from_secs(2)).await;
 }
+
+/// The state of allocation `id`, listed with the terminal ones.
+async fn state_of(control: &mut ControlPlaneClient<Channel>, id: &str) -> Option<pb::Allocation> {
+    control
+        .list_allocations(pb::ListAllocationsRequest {
+            include_terminal: true,
+            ..Default::default()
+        })
+        .await
+        .unwrap()
+        .into_inner()
+        .allocations
+        .into_iter()
+        .find(|a| a.id == id)
+}
+
+#[tokio::test]
+async fn a_reconnecting_agent_that_no_longer_runs_a_stopped_allocation_frees_its_slot() {
+    let mut m = start(DispatcherSettings::default()).await;
+    let (agent, accepted) = join(&mut m.dispatcher, "node-1").await;
+    plan(&m.cluster, vec![allocation("a1", 0, &accepted, "node-1")]).await;
+    agent
+        .send(Up::Status(pb::StatusBatch {
+            reports: vec![running("a1")],
+        }))
+        .await;
+    let deadline = tokio::time::Instant::now() + WAIT;
+    let mut stored = loop {
+        let a = state_of(&mut m.control, "a1").await;
+        if let Some(a) = a.filter(|a| {
+            a.status
+                .as_ref()
+                .is_some_and(|s| s.state() == pb::AllocationState::Running)
+        }) {
+            break a;
+        }
+        assert!(tokio::time::Instant::now() < deadline, "a1 never RUNNING");
+        tokio::time::sleep(Duration::from_millis(20)).await;
+    };
+    // Told to stop; the agent removes the container but its report is lost with it.
+    stored.set_desired_state(pb::AllocationDesiredState::Stop);
+    plan(&m.cluster, vec![stored]).await;
+    drop(agent);
+
+    // It comes back running nothing: the allocation is STOPPED, its slot free.
+    let _again = open(&mut m.dispatcher, hello("node-1", &accepted.node_id))
+        .await
+        .unwrap();
+    loop {
+        let a = state_of(&mut m.control, "a1").await.expect("a1 retained");
+        let state = a.status.as_ref().map(|s| s.state());
+        if state == Some(pb::AllocationState::Stopped) {
+            break;
+        }
+        assert!(
+            tokio::time::Instant::now() < deadline,
+            "a1 not STOPPED: {a:?}"
+        );
+        tokio::time::sleep(Duration::from_millis(20)).await;
+    }
+}
