@@ -38,11 +38,11 @@ use crate::state::{AllocationFilter, State, is_terminal};
 #[derive(Debug)]
 pub(super) struct Allocations<'a> {
     /// Service name → its allocations, terminal ones included, by id.
-    by_service: BTreeMap<&'a str, Vec<&'a Allocation>>,
+    by_service: HashMap<&'a str, Vec<&'a Allocation>>,
+    /// Service name → its live allocations ([`super::is_live`]), by id.
+    live_by_service: HashMap<&'a str, Vec<&'a Allocation>>,
     /// Node id → its non-terminal allocations.
     per_node: HashMap<&'a str, usize>,
-    /// Ids of the known nodes that are not DOWN.
-    up: HashSet<&'a str>,
 }
 
 impl<'a> Allocations<'a> {
@@ -51,26 +51,29 @@ impl<'a> Allocations<'a> {
             include_terminal: true,
             ..Default::default()
         };
-        let mut by_service: BTreeMap<&'a str, Vec<&'a Allocation>> = BTreeMap::new();
-        let mut per_node: HashMap<&'a str, usize> = HashMap::new();
-        for alloc in state.allocations(&all) {
-            by_service
-                .entry(alloc.service_name.as_str())
-                .or_default()
-                .push(alloc);
-            if !is_terminal(alloc) {
-                *per_node.entry(alloc.node_id.as_str()).or_default() += 1;
-            }
-        }
-        let up = state
+        let up: HashSet<&'a str> = state
             .nodes()
             .filter(|n| n.status() != NodeStatus::Down)
             .map(|n| n.id.as_str())
             .collect();
+        let mut by_service: HashMap<&'a str, Vec<&'a Allocation>> = HashMap::new();
+        let mut live_by_service: HashMap<&'a str, Vec<&'a Allocation>> = HashMap::new();
+        let mut per_node: HashMap<&'a str, usize> = HashMap::new();
+        for alloc in state.allocations(&all) {
+            let service = alloc.service_name.as_str();
+            by_service.entry(service).or_default().push(alloc);
+            if is_terminal(alloc) {
+                continue;
+            }
+            *per_node.entry(alloc.node_id.as_str()).or_default() += 1;
+            if up.contains(alloc.node_id.as_str()) {
+                live_by_service.entry(service).or_default().push(alloc);
+            }
+        }
         Self {
             by_service,
+            live_by_service,
             per_node,
-            up,
         }
     }
 
@@ -79,14 +82,15 @@ impl<'a> Allocations<'a> {
         self.by_service.get(service).map_or(&[], Vec::as_slice)
     }
 
+    /// The live allocations of the service, by id (as the state holds them: this
+    /// plan's releases are not taken out).
+    pub(super) fn live_of_service(&self, service: &str) -> &[&'a Allocation] {
+        self.live_by_service.get(service).map_or(&[], Vec::as_slice)
+    }
+
     /// Non-terminal allocations on the node.
     pub(super) fn on_node(&self, node_id: &str) -> usize {
         self.per_node.get(node_id).copied().unwrap_or(0)
-    }
-
-    /// [`super::is_live`], without looking the node up in the state.
-    pub(super) fn is_live(&self, alloc: &Allocation) -> bool {
-        !is_terminal(alloc) && self.up.contains(alloc.node_id.as_str())
     }
 
     /// Allocations of services the state does not hold, by id.

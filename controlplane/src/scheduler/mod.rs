@@ -370,10 +370,10 @@ impl<'a> Planner<'a> {
     /// in flight are left out (the allocation they replace holds their slot).
     fn live_of(&self, service: &str) -> Vec<&'a Allocation> {
         self.allocs
-            .of_service(service)
+            .live_of_service(service)
             .iter()
             .copied()
-            .filter(|a| self.allocs.is_live(a) && !self.released.contains(&a.id))
+            .filter(|a| !self.released.contains(&a.id))
             .filter(|a| !self.is_replacement_in_flight(a))
             .collect()
     }
