@@ -4,7 +4,8 @@
 //!
 //! An allocation is *rescheduled* when it is FAILED (it cannot run: bad image, bad
 //! config) or LOST (its node went down) while the control plane still wants it
-//! running. Its slot's replacement carries `previous_allocation_id` and
+//! running (or STOPPED, which is how the agent reports such an allocation once it
+//! cleaned up after it). Its slot's replacement carries `previous_allocation_id` and
 //! `reschedule_attempts` (its own attempt number), and the allocation it replaces is
 //! removed in the same plan.
 //!
@@ -130,13 +131,17 @@ pub enum Decision {
 }
 
 /// Whether the control plane replaces `alloc` under the reschedule policy: FAILED or
-/// LOST while its desired state is still RUN.
+/// LOST while its desired state is still RUN, or STOPPED: the agent reports a FAILED
+/// or LOST allocation STOPPED once it has cleaned up after it (terminal allocations
+/// are no longer assigned), and nothing else stops one that should run.
 pub fn is_rescheduled(alloc: &Allocation) -> bool {
     alloc.desired_state() != AllocationDesiredState::Stop
-        && alloc
-            .status
-            .as_ref()
-            .is_some_and(|s| matches!(s.state(), AllocationState::Failed | AllocationState::Lost))
+        && alloc.status.as_ref().is_some_and(|s| {
+            matches!(
+                s.state(),
+                AllocationState::Failed | AllocationState::Lost | AllocationState::Stopped
+            )
+        })
 }
 
 /// When the allocation failed or was lost: its last status change.
@@ -213,7 +218,7 @@ pub fn description(decision: &Decision, spec: &ServiceSpec, lost: bool) -> Optio
                      apply a changed spec to try again"
                     .to_owned(),
                 _ => format!(
-                    "not rescheduled: {used} reschedule attempts{within} used up; \
+                    "not rescheduled: reschedule attempts used up ({used}{within}); \
                      apply a changed spec to try again"
                 ),
             })

@@ -178,7 +178,7 @@ fn descriptions_say_when_and_why() {
     );
     assert_eq!(
         description(&Decision::Exhausted { used: 3 }, &spec, false).unwrap(),
-        "not rescheduled: 3 reschedule attempts within 1h used up; apply a changed spec to try again"
+        "not rescheduled: reschedule attempts used up (3 within 1h); apply a changed spec to try again"
     );
     let never = spec_with(Some(ReschedulePolicy::default()));
     assert!(
@@ -196,10 +196,11 @@ fn descriptions_say_when_and_why() {
 fn only_failed_or_lost_allocations_the_control_plane_still_wants_are_rescheduled() {
     assert!(is_rescheduled(&alloc(AllocationState::Failed, 0, 0, 0)));
     assert!(is_rescheduled(&alloc(AllocationState::Lost, 0, 0, 0)));
+    assert!(is_rescheduled(&alloc(AllocationState::Stopped, 0, 0, 0)));
     for state in [
         AllocationState::Running,
         AllocationState::Exited,
-        AllocationState::Stopped,
+        AllocationState::Restarting,
         AllocationState::Pending,
     ] {
         assert!(!is_rescheduled(&alloc(state, 0, 0, 0)), "{state:?}");

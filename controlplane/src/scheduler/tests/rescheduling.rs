@@ -110,6 +110,27 @@ fn a_failed_allocation_is_replaced_after_its_delay_doubling_each_time() {
 }
 
 #[test]
+fn a_failed_allocation_the_agent_cleaned_up_after_is_still_rescheduled() {
+    let mut state = State::new();
+    register(&mut state, "n1", 4000, 8 * GIB);
+    put_service(&mut state, service("web", 1));
+    converge(&mut state);
+    let failed = only_live(&state, "web");
+    report_at(&mut state, T0, &failed, AllocationState::Failed);
+    assert_eq!(step_at(&mut state, T0).wake_at, Some(at(T0 + 5)));
+    // No longer assigned, the agent removes what is left and reports it STOPPED.
+    report_at(&mut state, T0 + 1, &failed, AllocationState::Stopped);
+    let held = step_at(&mut state, T0 + 1);
+    assert_eq!(held.wake_at, Some(at(T0 + 6)));
+    assert!(live(&state, "web").is_empty());
+    step_at(&mut state, T0 + 6);
+    let replacement = only_live(&state, "web");
+    assert_eq!(replacement.previous_allocation_id, failed.id);
+    assert_eq!(replacement.reschedule_attempts, 1);
+    assert!(state.allocation(&failed.id).is_none());
+}
+
+#[test]
 fn lost_allocations_are_replaced_at_once_by_default_and_count_attempts() {
     let mut state = State::new();
     register(&mut state, "n1", 4000, 8 * GIB);
@@ -182,7 +203,7 @@ fn used_up_attempts_leave_the_slot_empty_with_the_reason_until_the_spec_changes(
         .expect("the failed allocation stays");
     assert_eq!(
         kept.desired_description,
-        "not rescheduled: 2 reschedule attempts within 1h used up; \
+        "not rescheduled: reschedule attempts used up (2 within 1h); \
          apply a changed spec to try again"
     );
     // Stable: nothing more, however late.
