@@ -58,8 +58,8 @@ pub struct Flags {
     /// (`https://ops.example.com`); none by default.
     #[arg(long, env = "CONSTELLATION_CORS_ORIGINS", value_delimiter = ',')]
     pub cors_origins: Option<Vec<String>>,
-    /// Messages queued for one WebSocket client; a client that lets its queue fill up
-    /// is closed as too slow [default: 4096].
+    /// Messages queued for one WebSocket client; a client whose queue stays full for
+    /// 10 s is closed as too slow [default: 4096].
     #[arg(long, env = "CONSTELLATION_WS_CLIENT_QUEUE")]
     pub ws_client_queue: Option<usize>,
     /// The Traefik provider (`--traefik-*` flags, a `traefik:` section in the file).

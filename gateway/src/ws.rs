@@ -8,9 +8,9 @@
 //!   intervals is closed. A text `ping` is answered with a text `pong` (predecessor).
 //! - Slow clients: each connection has a bounded queue of messages
 //!   (`--ws-client-queue`, [`DEFAULT_CLIENT_QUEUE`]) drained into its socket by its own
-//!   writer; a client that lets it fill up, whose socket takes no message for
-//!   [`SEND_TIMEOUT`], or that falls [`crate::view::feed::EVENT_BUFFER`] responses
-//!   behind the shared broadcast is closed with code 1008 and a reason saying how to
+//!   writer; a client whose queue stays full for [`SEND_TIMEOUT`], whose socket takes
+//!   no message for as long, or that falls [`crate::view::feed::EVENT_BUFFER`]
+//!   responses behind the shared broadcast is closed with code 1008 and a reason saying how to
 //!   resume, logged and counted (`constellation_gateway_websocket_slow_closes_total`),
 //!   instead of slowing the others. A client that reads nothing at all never gets the
 //!   close frame (it waits behind what its socket holds, [`CLOSE_TIMEOUT`] at most);
@@ -285,39 +285,37 @@ struct Queue<'a> {
 }
 
 impl Queue<'_> {
-    /// Queues a message without waiting: a full queue means the client does not keep up.
-    fn push(&self, message: Message, index: u64) -> std::result::Result<(), Option<Close>> {
-        match self.tx.try_send(Outgoing { message, index }) {
-            Ok(()) => Ok(()),
-            Err(mpsc::error::TrySendError::Full(_)) => Err(Some(
-                self.too_slow(format!("{} messages waiting", self.capacity)),
-            )),
-            Err(mpsc::error::TrySendError::Closed(_)) => Err(None), // the writer ended
-        }
-    }
-
-    /// Queues a message, waiting up to [`SEND_TIMEOUT`] for room (replays, which the
-    /// gateway paces itself).
-    async fn push_paced(
-        &self,
-        message: Message,
-        index: u64,
-    ) -> std::result::Result<(), Option<Close>> {
+    /// Queues a message, waiting up to [`SEND_TIMEOUT`] for room: a burst larger than
+    /// the queue is fine for a client that drains it, one whose queue stays full that
+    /// long does not keep up. Meanwhile its cursor in the broadcast falls behind, which
+    /// is bounded too.
+    async fn push(&self, message: Message, index: u64) -> std::result::Result<(), Option<Close>> {
         match self
             .tx
             .send_timeout(Outgoing { message, index }, SEND_TIMEOUT)
             .await
         {
             Ok(()) => Ok(()),
-            Err(mpsc::error::SendTimeoutError::Timeout(_)) => Err(Some(
-                self.too_slow(format!("the queue stayed full for {SEND_TIMEOUT:?}")),
-            )),
-            Err(mpsc::error::SendTimeoutError::Closed(_)) => Err(None),
+            Err(mpsc::error::SendTimeoutError::Timeout(_)) => Err(Some(self.too_slow(format!(
+                "{} messages waited more than {SEND_TIMEOUT:?}",
+                self.capacity
+            )))),
+            Err(mpsc::error::SendTimeoutError::Closed(_)) => Err(None), // the writer ended
         }
     }
 
-    fn push_json(&self, value: &Value, index: u64) -> std::result::Result<(), Option<Close>> {
+    /// Queues a ping or a pong unless the queue is full (then messages are flowing,
+    /// which is what a ping would find out).
+    fn push_control(&self, message: Message) -> std::result::Result<(), Option<Close>> {
+        match self.tx.try_send(Outgoing { message, index: 0 }) {
+            Ok(()) | Err(mpsc::error::TrySendError::Full(_)) => Ok(()),
+            Err(mpsc::error::TrySendError::Closed(_)) => Err(None),
+        }
+    }
+
+    async fn push_json(&self, value: &Value, index: u64) -> std::result::Result<(), Option<Close>> {
         self.push(Message::Text(Utf8Bytes::from(value.to_string())), index)
+            .await
     }
 
     fn too_slow(&self, why: String) -> Close {
@@ -339,8 +337,8 @@ fn too_slow(why: String, written: u64) -> Close {
 
 /// One connection: the controller ([`run`]) reads the client and the event broadcast
 /// and queues messages; the writer ([`write`]) drains the queue into the socket. The
-/// queue is bounded ([`AppState::ws_queue`] messages): a client that lets it fill up is
-/// closed (code 1008, with the reason) and counted, while every other client reads
+/// queue is bounded ([`AppState::ws_queue`] messages): a client whose queue stays full
+/// is closed (code 1008, with the reason) and counted, while every other client reads
 /// the broadcast at its own pace.
 async fn serve(socket: WebSocket, state: AppState, sub: Subscription) {
     let metrics = &state.metrics;
@@ -406,7 +404,7 @@ async fn write(
 }
 
 /// Queues the events of one batch the client wants that come after `sent`.
-fn forward(
+async fn forward(
     queue: &Queue<'_>,
     sub: &Subscription,
     events: &[Event],
@@ -420,7 +418,7 @@ fn forward(
         if sub.wants(event)
             && let Some(m) = message(event)
         {
-            queue.push_json(&m, event.index)?;
+            queue.push_json(&m, event.index).await?;
         }
     }
     Ok(())
@@ -438,7 +436,7 @@ async fn run(
     let mut sent = match sub.resume_from {
         None => {
             let m = snapshot_message(&snapshot.view, &crate::rfc3339_now());
-            if let Err(close) = queue.push_json(&m, snapshot.view.index()) {
+            if let Err(close) = queue.push_json(&m, snapshot.view.index()).await {
                 return close;
             }
             snapshot.view.index()
@@ -455,7 +453,7 @@ async fn run(
         tokio::select! {
             received = live.recv() => match received {
                 Ok(response) => {
-                    if let Err(close) = forward(&queue, sub, &response.events, &mut sent) {
+                    if let Err(close) = forward(&queue, sub, &response.events, &mut sent).await {
                         return close;
                     }
                 }
@@ -468,7 +466,7 @@ async fn run(
             },
             incoming = stream.next() => match incoming {
                 Some(Ok(Message::Text(text))) if text.as_str().trim() == "ping" => {
-                    if let Err(close) = queue.push(Message::Text("pong".into()), 0) {
+                    if let Err(close) = queue.push_control(Message::Text("pong".into())) {
                         return close;
                     }
                     unanswered = 0;
@@ -481,7 +479,7 @@ async fn run(
                     return Some(Close { code: 1001, reason: "no answer to two pings".into() });
                 }
                 unanswered += 1;
-                if let Err(close) = queue.push(Message::Ping(Default::default()), 0) {
+                if let Err(close) = queue.push_control(Message::Ping(Default::default())) {
                     return close;
                 }
             }
@@ -546,7 +544,7 @@ async fn replay(
                 && let Some(m) = message(event)
             {
                 let text = Utf8Bytes::from(m.to_string());
-                queue.push_paced(Message::Text(text), event.index).await?;
+                queue.push(Message::Text(text), event.index).await?;
             }
         }
         sent = sent.max(response.last_index.min(until)).max(before);

@@ -178,9 +178,14 @@ pub async fn run(
     // allocation turns unhealthy (an event applied to the view as the feed applies it,
     // to its two copies), its server leaves the document (which shrinks). Measured
     // from the publication of the changed view, and from the event itself.
-    let (_, full) = probe.get("/traefik").await?;
+    // Last, as Traefik polls: with gzip, whose copy of the new document follows one
+    // compression after the render.
     println!();
-    for from_event in [false, true] {
+    for (from_event, gzip) in [(false, false), (true, false), (true, true)] {
+        probe.gzip = gzip;
+        // The compressed copy of the last document follows its render.
+        tokio::time::sleep(Duration::from_millis(500)).await;
+        let (_, full) = probe.get("/traefik").await?;
         let mut delays = Vec::new();
         for i in 0..changes {
             let alloc_id = nth_allocation(&state, i)?;
@@ -225,10 +230,10 @@ pub async fn run(
         if !delays.is_empty() {
             println!(
                 "health change to new document, {} ({} changes): p50 {:.1?}, max {:.1?}",
-                if from_event {
-                    "from the event applied to the view"
-                } else {
-                    "from the publication"
+                match (from_event, gzip) {
+                    (false, _) => "from the publication",
+                    (true, false) => "from the event applied to the view",
+                    (true, true) => "from the event, polled with gzip",
                 },
                 delays.len(),
                 delays[delays.len() / 2],
