@@ -49,6 +49,27 @@ async fn next_json(socket: &mut Socket) -> Value {
     }
 }
 
+/// What the OpenAPI document's schema `name` finds wrong in `value`.
+fn schema_errors(name: &str, value: &Value) -> Vec<String> {
+    let doc = constellation_gateway::openapi::document();
+    let schema = json!({
+        "$schema": "https://json-schema.org/draft/2020-12/schema",
+        "components": doc["components"],
+        "allOf": [{"$ref": format!("#/components/schemas/{name}")}],
+    });
+    // A schema that must fail, so a validator that checks nothing is noticed.
+    assert!(
+        !jsonschema::validator_for(&schema)
+            .unwrap()
+            .is_valid(&json!({"type": 1}))
+    );
+    let validator = jsonschema::validator_for(&schema).expect("the document's schemas compile");
+    validator
+        .iter_errors(value)
+        .map(|e| format!("{e} at {}", e.instance_path()))
+        .collect()
+}
+
 /// Reads `n` event messages, returning (index, service name) of each.
 async fn service_events(socket: &mut Socket, n: usize) -> Vec<(u64, String)> {
     let mut got = Vec::new();
@@ -152,6 +173,28 @@ async fn a_hundred_clients_each_receive_every_event_in_order_and_a_resume_gets_e
         }
     };
     assert_eq!(pong, "pong");
+
+    // The messages are what the OpenAPI document describes.
+    let mut described = connect(&gw.addr, "", None).await.unwrap();
+    let snapshot = next_json(&mut described).await;
+    assert_eq!(
+        schema_errors("WsSnapshot", &snapshot),
+        Vec::<String>::new(),
+        "{snapshot}"
+    );
+    assert!(snapshot["services"].as_object().unwrap().len() >= SERVICES);
+    put_service(&gw, "ws-described").await;
+    let event = loop {
+        let m = next_json(&mut described).await;
+        if m["type"] == "service_change" {
+            break m;
+        }
+    };
+    assert_eq!(
+        schema_errors("WsEvent", &event),
+        Vec::<String>::new(),
+        "{event}"
+    );
 
     // Origins: exact match only.
     assert!(
