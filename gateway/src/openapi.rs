@@ -28,6 +28,7 @@ fn messages(route: &Route) -> (Option<&'static str>, Option<&'static str>) {
     match (route.method.as_str(), route.path) {
         ("PUT", "/api/v1/services/{name}") => (Some("ServiceSpec"), Some("ApplyServiceResponse")),
         ("DELETE", "/api/v1/services/{name}") => (None, Some("DeleteServiceResponse")),
+        ("POST", "/api/v1/services/{name}/rollback") => (None, Some("RollbackServiceResponse")),
         ("POST", "/api/v1/migrations") => {
             (Some("CreateMigrationRequest"), Some("MigrationSummary"))
         }

@@ -105,6 +105,7 @@ const GOLDEN_ROUTES: &[(&str, &str, &str)] = &[
     ("migration_missing", "get", "/api/v1/migrations/{service}"),
     ("migration_create", "post", "/api/v1/migrations"),
     ("events_line", "get", "/api/v1/events"),
+    ("rollback", "post", "/api/v1/services/{name}/rollback"),
 ];
 
 /// What the OpenAPI document says about each answer: every one validates against the
@@ -457,6 +458,39 @@ async fn every_route_answers_its_documented_shape() {
         .bodies
         .insert("events_line".into(), (200, first.clone()));
     drop(stream);
+
+    // A changed spec, then a rollback to the previous one (as a new version). On a
+    // service scaled to zero, so that no replica's version shows in the answer's shape.
+    let idle = format!("{service}-rb");
+    let mut spec = web(&docker::test_image());
+    spec["replicas"] = json!(0);
+    for env in [json!({}), json!({"GREETING": "changed"})] {
+        spec["env"] = env;
+        let put = send(
+            &gw,
+            "PUT",
+            &format!("/api/v1/services/{idle}"),
+            spec.clone(),
+        )
+        .await;
+        assert!(matches!(put.status, 200 | 201), "{}", put.text());
+    }
+    let rolled = HttpRequest::new("POST", &format!("/api/v1/services/{idle}/rollback"))
+        .send(&gw.addr)
+        .await
+        .unwrap();
+    assert_eq!(rolled.status, 200, "{}", rolled.text());
+    assert!(
+        rolled.json()["service"]["spec"]["env"].is_null(),
+        "{}",
+        rolled.text()
+    );
+    golden.record("rollback", &rolled);
+    let deleted = HttpRequest::new("DELETE", &format!("/api/v1/services/{idle}"))
+        .send(&gw.addr)
+        .await
+        .unwrap();
+    assert_eq!(deleted.status, 200, "{}", deleted.text());
 
     // Drain, then delete.
     let drained = send(

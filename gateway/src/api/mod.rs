@@ -20,8 +20,8 @@ use axum::routing::{MethodFilter, MethodRouter, on};
 use bytes::Bytes;
 use constellation_proto::v1::{
     AcquireLeaseRequest, ApplyServiceRequest, CordonNodeRequest, CreateMigrationRequest,
-    DeleteServiceRequest, DrainNodeRequest, ReleaseLeaseRequest, RenewLeaseRequest, ServiceSpec,
-    UncordonNodeRequest,
+    DeleteServiceRequest, DrainNodeRequest, ReleaseLeaseRequest, RenewLeaseRequest,
+    RollbackServiceRequest, ServiceSpec, UncordonNodeRequest,
 };
 use serde_json::{Value, json};
 use std::sync::Arc;
@@ -134,6 +134,13 @@ pub fn table() -> Vec<Entry> {
             Admin,
             "Delete a service",
             delete_service,
+        ),
+        entry(
+            M::POST,
+            "/api/v1/services/{name}/rollback",
+            Admin,
+            "Roll a service back to its previous spec, as a new version",
+            rollback_service,
         ),
         entry(
             M::GET,
@@ -572,6 +579,22 @@ async fn delete_service(
         .call(|mut c| {
             let req = req.clone();
             async move { c.delete_service(req).await }
+        })
+        .await?;
+    Ok(answer(StatusCode::OK, shapes::proto(&resp)))
+}
+
+async fn rollback_service(
+    State(state): State<AppState>,
+    Path(name): Path<String>,
+) -> Result<Response> {
+    body::name("name", &name)?;
+    let req = RollbackServiceRequest { name };
+    let resp = state
+        .upstream
+        .call(|mut c| {
+            let req = req.clone();
+            async move { c.rollback_service(req).await }
         })
         .await?;
     Ok(answer(StatusCode::OK, shapes::proto(&resp)))
