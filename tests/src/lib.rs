@@ -19,6 +19,7 @@ pub mod binaries;
 pub mod failover;
 pub mod hosts;
 pub mod http;
+pub mod specs;
 
 pub mod docker {
     //! Docker access for tests.

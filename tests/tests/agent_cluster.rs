@@ -6,41 +6,9 @@ use constellation_proto::v1 as pb;
 use constellation_tests::api::{allocations, client};
 use constellation_tests::binaries::{Agent, ControlPlane};
 use constellation_tests::docker;
+use constellation_tests::specs::http_service;
 use std::time::{Duration, Instant};
 use tokio::io::{AsyncReadExt, AsyncWriteExt};
-
-fn web(name: &str) -> pb::ServiceSpec {
-    let secs = |s| {
-        Some(pbjson_types::Duration {
-            seconds: s,
-            nanos: 0,
-        })
-    };
-    pb::ServiceSpec {
-        name: name.into(),
-        image: docker::test_image(),
-        command: ["httpd", "-f", "-p", "8080", "-h", "/www"]
-            .map(String::from)
-            .to_vec(),
-        replicas: Some(2),
-        ports: vec![pb::PortSpec {
-            container_port: 8080,
-            host_ip: "127.0.0.1".into(),
-            ..Default::default()
-        }],
-        health_check: Some(pb::HealthCheck {
-            test: ["CMD", "wget", "-q", "-O-", "http://127.0.0.1:8080/"]
-                .map(String::from)
-                .to_vec(),
-            interval: secs(1),
-            timeout: secs(1),
-            retries: 3,
-            ..Default::default()
-        }),
-        stop_grace_period: secs(1),
-        ..Default::default()
-    }
-}
 
 async fn http_get(addr: &str) -> String {
     let mut stream = tokio::net::TcpStream::connect(addr).await.unwrap();
@@ -70,7 +38,7 @@ async fn two_replicas_run_healthy_answer_http_and_go_away() {
     let service = docker::unique_name("web");
     client(&cp.api_addr)
         .apply_service(pb::ApplyServiceRequest {
-            spec: Some(web(&service)),
+            spec: Some(http_service(&service, 2, 1000)),
             ..Default::default()
         })
         .await

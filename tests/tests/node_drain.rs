@@ -8,44 +8,10 @@ use constellation_proto::v1 as pb;
 use constellation_tests::api::{allocations, client};
 use constellation_tests::binaries::{Agent, ControlPlane};
 use constellation_tests::docker;
+use constellation_tests::specs::{http_service, millis};
 use std::sync::Arc;
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::time::{Duration, Instant};
-
-fn ms(ms: u64) -> Option<pbjson_types::Duration> {
-    Some(pbjson_types::Duration {
-        seconds: (ms / 1000) as i64,
-        nanos: ((ms % 1000) * 1_000_000) as i32,
-    })
-}
-
-/// busybox httpd on 8080 with a fast health check, two replicas.
-fn web(name: &str) -> pb::ServiceSpec {
-    pb::ServiceSpec {
-        name: name.into(),
-        image: docker::test_image(),
-        command: ["httpd", "-f", "-p", "8080", "-h", "/www"]
-            .map(String::from)
-            .to_vec(),
-        replicas: Some(2),
-        ports: vec![pb::PortSpec {
-            container_port: 8080,
-            host_ip: "127.0.0.1".into(),
-            ..Default::default()
-        }],
-        health_check: Some(pb::HealthCheck {
-            test: ["CMD", "wget", "-q", "-O-", "http://127.0.0.1:8080/"]
-                .map(String::from)
-                .to_vec(),
-            interval: ms(300),
-            timeout: ms(1000),
-            retries: 2,
-            ..Default::default()
-        }),
-        stop_grace_period: ms(1000),
-        ..Default::default()
-    }
-}
 
 fn healthy(a: &pb::Allocation) -> bool {
     let s = a.status.clone().unwrap_or_default();
@@ -138,7 +104,7 @@ async fn draining_a_node_moves_its_replica_and_never_leaves_none_healthy() {
     let service = docker::unique_name("drainweb");
     client(&addrs[0])
         .apply_service(pb::ApplyServiceRequest {
-            spec: Some(web(&service)),
+            spec: Some(http_service(&service, 2, 300)),
             ..Default::default()
         })
         .await
@@ -181,7 +147,7 @@ async fn draining_a_node_moves_its_replica_and_never_leaves_none_healthy() {
     let drained = client(&addrs[1])
         .drain_node(pb::DrainNodeRequest {
             name: node_a.clone(),
-            deadline: ms(60_000),
+            deadline: millis(60_000),
             batch_size: 1,
         })
         .await

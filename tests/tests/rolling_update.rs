@@ -8,51 +8,24 @@ use constellation_proto::v1 as pb;
 use constellation_tests::api::{allocations, client};
 use constellation_tests::binaries::{Agent, ControlPlane};
 use constellation_tests::docker;
+use constellation_tests::specs::{http_service, millis};
 use std::sync::Arc;
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::time::{Duration, Instant};
 use tokio::io::{AsyncReadExt, AsyncWriteExt};
 
-fn ms(ms: u64) -> Option<pbjson_types::Duration> {
-    Some(pbjson_types::Duration {
-        seconds: (ms / 1000) as i64,
-        nanos: ((ms % 1000) * 1_000_000) as i32,
-    })
-}
-
-/// busybox httpd on 8080 with a fast health check, two replicas, stop-first updates
-/// one at a time with a short monitor period.
+/// Two busybox HTTP servers with a fast health check, stop-first updates one at a time
+/// with a short monitor period.
 fn web(name: &str) -> pb::ServiceSpec {
     pb::ServiceSpec {
-        name: name.into(),
-        image: docker::test_image(),
-        command: ["httpd", "-f", "-p", "8080", "-h", "/www"]
-            .map(String::from)
-            .to_vec(),
-        replicas: Some(2),
-        ports: vec![pb::PortSpec {
-            container_port: 8080,
-            host_ip: "127.0.0.1".into(),
-            ..Default::default()
-        }],
-        health_check: Some(pb::HealthCheck {
-            test: ["CMD", "wget", "-q", "-O-", "http://127.0.0.1:8080/"]
-                .map(String::from)
-                .to_vec(),
-            interval: ms(300),
-            timeout: ms(1000),
-            retries: 2,
-            ..Default::default()
-        }),
-        stop_grace_period: ms(1000),
         update: Some(pb::UpdatePolicy {
             parallelism: 1,
             order: pb::UpdateOrder::StopFirst as i32,
-            monitor: ms(1000),
-            healthy_deadline: ms(20_000),
+            monitor: millis(1000),
+            healthy_deadline: millis(20_000),
             ..Default::default()
         }),
-        ..Default::default()
+        ..http_service(name, 2, 300)
     }
 }
 
