@@ -229,6 +229,20 @@ mod tests {
         }
     }
 
+    /// Node a's session in `state`, and b and c live and reporting a down (about
+    /// `generation`), all last heard from at `at`.
+    fn a_reported_by_b_and_c(
+        at: Instant,
+        state: SessionState,
+        generation: u64,
+    ) -> BTreeMap<String, SessionView> {
+        BTreeMap::from([
+            ("id-a".to_string(), session(at, state, &[])),
+            ("id-b".to_string(), session(at, Open, &[("a", generation)])),
+            ("id-c".to_string(), session(at, Open, &[("a", generation)])),
+        ])
+    }
+
     fn suspect(mut view: SessionView, name: &str) -> SessionView {
         view.reports.insert(
             name.into(),
@@ -251,10 +265,7 @@ mod tests {
         let t0 = Instant::now();
         let now = t0 + Duration::from_secs(60);
         let s = DetectorSettings::default();
-        let mut sessions = BTreeMap::new();
-        sessions.insert("id-a".into(), session(now, Broken, &[]));
-        sessions.insert("id-b".into(), session(now, Open, &[("a", 7)]));
-        sessions.insert("id-c".into(), session(now, Open, &[("a", 7)]));
+        let mut sessions = a_reported_by_b_and_c(now, Broken, 7);
         let v = down_nodes(&s, &ready(&["a", "b", "c"]), &sessions, t0, now);
         assert_eq!(ids(&v), ["id-a"]);
         assert!(v[0].reason.contains("b, c"), "{}", v[0].reason);
@@ -305,10 +316,7 @@ mod tests {
         let t0 = Instant::now();
         let now = t0 + Duration::from_secs(600);
         let s = DetectorSettings::default();
-        let mut sessions = BTreeMap::new();
-        sessions.insert("id-a".into(), session(now, Open, &[]));
-        sessions.insert("id-b".into(), session(now, Open, &[("a", 7)]));
-        sessions.insert("id-c".into(), session(now, Open, &[("a", 7)]));
+        let sessions = a_reported_by_b_and_c(now, Open, 7);
         assert!(down_nodes(&s, &ready(&["a", "b", "c"]), &sessions, t0, now).is_empty());
     }
 
@@ -317,10 +325,8 @@ mod tests {
         let t0 = Instant::now();
         let now = t0 + Duration::from_secs(60);
         let s = DetectorSettings::default();
-        let mut sessions = BTreeMap::new();
-        sessions.insert("id-a".into(), session(now, Broken, &[]));
-        sessions.insert("id-b".into(), session(now, Open, &[("a", 6)]));
-        sessions.insert("id-c".into(), session(now, Open, &[("a", 6)]));
+        // a runs generation 7; the reports are about its generation 6.
+        let sessions = a_reported_by_b_and_c(now, Broken, 6);
         assert!(down_nodes(&s, &ready(&["a", "b", "c"]), &sessions, t0, now).is_empty());
     }
 
