@@ -22,9 +22,10 @@ use std::collections::BTreeMap;
 use constellation_proto::v1::{Allocation, Node, NodeAvailability};
 use pbjson_types::Timestamp;
 
-use super::replace::{is_healthy, nanos};
+use super::replace::is_healthy;
 use super::update::{failure, parallelism, timing};
 use super::{Planner, is_live};
+use crate::state::time::timestamp_nanos;
 
 /// Whether the service's `healthy_deadline` judges the replacement failed.
 fn failed(state: &crate::state::State, new: &Allocation, now: &Timestamp) -> bool {
@@ -59,7 +60,7 @@ impl Planner<'_> {
         let expired = drain
             .deadline
             .as_ref()
-            .is_some_and(|deadline| nanos(deadline) <= nanos(now));
+            .is_some_and(|deadline| timestamp_nanos(deadline) <= timestamp_nanos(now));
         let batch = drain.batch_size.max(1) as usize;
         let on_node: Vec<&Allocation> = state
             .allocations_of_node(&node.id)

@@ -79,7 +79,8 @@ pub fn plan(
 #[derive(Debug, Clone, PartialEq)]
 pub struct Planned {
     pub plan: Option<PlanCommand>,
-    /// The earliest time a delayed reschedule comes due ([`reschedule`]).
+    /// The earliest time a delayed reschedule comes due ([`reschedule`]), or a drain or
+    /// rolling update waits for ([`update::next_wake`]).
     pub wake_at: Option<Timestamp>,
 }
 
@@ -97,7 +98,10 @@ pub fn plan_with_wake(state: &State, now: Timestamp, ids: &mut impl FnMut() -> S
     for service in state.services() {
         planner.scale_up(service, &now, ids);
     }
-    let wake_at = planner.wake_at;
+    let wake_at = [planner.wake_at, update::next_wake(state, &now)]
+        .into_iter()
+        .flatten()
+        .min_by_key(|t| (t.seconds, t.nanos));
     Planned {
         plan: planner.finish(),
         wake_at,
@@ -114,28 +118,23 @@ pub enum Scheduled {
 }
 
 /// Plans against the leader's state and commits the plan, if any. Settled when the
-/// state needed nothing or the plan was committed, with the earliest time a delayed
-/// reschedule comes due or a drain or rolling update waits for ([`update::next_wake`]);
-/// errors are logged and answer `Again`, so the leader plans again on its next tick.
+/// state needed nothing or the plan was committed, with the plan's wake time
+/// ([`Planned::wake_at`]); errors are logged and answer `Again`, so the leader plans
+/// again on its next tick.
 pub async fn schedule_once(cluster: &Cluster) -> Scheduled {
     let now = crate::cluster::now();
     let planned = cluster
         .read(pb::ReadConsistency::Stale, |s| {
-            let planned = plan_with_wake(s, now, &mut || uuid::Uuid::new_v4().to_string());
-            (planned, update::next_wake(s, &now))
+            plan_with_wake(s, now, &mut || uuid::Uuid::new_v4().to_string())
         })
         .await;
-    let (Planned { plan, wake_at }, update_wake) = match planned {
+    let Planned { plan, wake_at } = match planned {
         Ok(planned) => planned,
         Err(e) => {
             tracing::warn!(error = %e, "scheduler: read state");
             return Scheduled::Again;
         }
     };
-    let wake_at = [wake_at, update_wake]
-        .into_iter()
-        .flatten()
-        .min_by_key(|t| (t.seconds, t.nanos));
     let settled = Scheduled::Settled { wake_at };
     let plan = match plan {
         Some(plan) => plan,

@@ -13,26 +13,15 @@ use std::collections::{BTreeMap, BTreeSet};
 use constellation_proto::v1::{
     Allocation, AllocationDesiredState, AllocationState, HealthState, Service,
 };
-use pbjson_types::{Duration, Timestamp};
+use pbjson_types::Timestamp;
 
 use super::{Planner, is_live, reservation};
+use crate::state::time::timestamp_nanos;
 use crate::state::{container_up, is_terminal};
-
-const NANOS_PER_SECOND: i128 = 1_000_000_000;
-
-/// A timestamp in nanoseconds since the epoch.
-pub(super) fn nanos(at: &Timestamp) -> i128 {
-    i128::from(at.seconds) * NANOS_PER_SECOND + i128::from(at.nanos)
-}
-
-/// A duration in nanoseconds (negative ones count as zero).
-pub(super) fn duration_nanos(d: &Duration) -> i128 {
-    (i128::from(d.seconds) * NANOS_PER_SECOND + i128::from(d.nanos)).max(0)
-}
 
 /// Whether `period` has passed since `since` at `now`; never when `since` is unknown.
 pub(super) fn elapsed(since: Option<&Timestamp>, period: i128, now: &Timestamp) -> bool {
-    since.is_some_and(|since| nanos(since).saturating_add(period) <= nanos(now))
+    since.is_some_and(|since| timestamp_nanos(since).saturating_add(period) <= timestamp_nanos(now))
 }
 
 /// Healthy as the service status counts it: RUNNING, and its health check passing or

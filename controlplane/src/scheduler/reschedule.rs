@@ -37,8 +37,7 @@ use constellation_proto::v1::{
 use pbjson_types::{Duration, Timestamp};
 
 use super::Planner;
-
-const NANOS_PER_SECOND: i128 = 1_000_000_000;
+use crate::state::time::{duration_nanos, from_nanos, timestamp_nanos};
 
 /// The first delay before replacing a FAILED allocation when the service has no policy.
 pub const DEFAULT_FAILED_DELAY: Duration = Duration {
@@ -65,20 +64,9 @@ pub struct Policy {
     pub max_delay: i128,
 }
 
-fn nanos_of(d: &Duration) -> i128 {
-    (i128::from(d.seconds) * NANOS_PER_SECOND + i128::from(d.nanos)).max(0)
-}
-
-fn timestamp_nanos(at: &Timestamp) -> i128 {
-    i128::from(at.seconds) * NANOS_PER_SECOND + i128::from(at.nanos)
-}
-
-fn timestamp(nanos: i128) -> Timestamp {
-    let seconds = nanos.div_euclid(NANOS_PER_SECOND);
-    Timestamp {
-        seconds: i64::try_from(seconds).unwrap_or(if seconds < 0 { i64::MIN } else { i64::MAX }),
-        nanos: i32::try_from(nanos.rem_euclid(NANOS_PER_SECOND)).unwrap_or(0),
-    }
+/// A duration in nanoseconds; negative ones count as zero.
+fn non_negative(d: &Duration) -> i128 {
+    duration_nanos(d).max(0)
 }
 
 /// The policy that governs replacing `lost` (else FAILED) allocations of `spec`.
@@ -90,21 +78,21 @@ pub fn policy(spec: &ServiceSpec, lost: bool) -> Policy {
             delay: if lost {
                 0
             } else {
-                nanos_of(&DEFAULT_FAILED_DELAY)
+                non_negative(&DEFAULT_FAILED_DELAY)
             },
             exponential: true,
-            max_delay: nanos_of(&DEFAULT_MAX_DELAY),
+            max_delay: non_negative(&DEFAULT_MAX_DELAY),
         };
     };
     Policy {
         attempts: (!p.unlimited).then_some(p.attempts),
-        interval: p.interval.as_ref().map(nanos_of).filter(|i| *i > 0),
-        delay: p.delay.as_ref().map_or(0, nanos_of),
+        interval: p.interval.as_ref().map(non_negative).filter(|i| *i > 0),
+        delay: p.delay.as_ref().map_or(0, non_negative),
         exponential: p.delay_function() != DelayFunction::Constant,
         max_delay: p
             .max_delay
             .as_ref()
-            .map_or(nanos_of(&DEFAULT_MAX_DELAY), nanos_of),
+            .map_or(non_negative(&DEFAULT_MAX_DELAY), non_negative),
     }
 }
 
@@ -178,7 +166,7 @@ pub fn decide(alloc: &Allocation, spec: &ServiceSpec, version: u64, now: &Timest
     let due = failed.saturating_add(delay(&policy, prior));
     if due > timestamp_nanos(now) {
         Decision::Wait {
-            at: timestamp(due),
+            at: from_nanos(due),
             attempt,
         }
     } else {

@@ -41,8 +41,9 @@ use constellation_proto::v1::{
 };
 use pbjson_types::{Duration, Timestamp};
 
-use super::replace::{duration_nanos, elapsed, healthy_for, is_healthy, nanos};
+use super::replace::{elapsed, healthy_for, is_healthy};
 use super::{Planner, desired_replicas, is_live};
+use crate::state::time::{duration_nanos, from_nanos, timestamp_nanos};
 use crate::state::{State, runtime_hash, update_in_progress, update_state};
 
 /// How long a new replica must stay healthy before the next batch when unset.
@@ -102,7 +103,7 @@ pub(super) struct Timing {
 
 pub(super) fn timing(policy: &UpdatePolicy) -> Timing {
     let or = |d: Option<Duration>, default: Duration| {
-        duration_nanos(&d.filter(|d| duration_nanos(d) > 0).unwrap_or(default))
+        duration_nanos(&d.filter(|d| duration_nanos(d) > 0).unwrap_or(default)).max(0)
     };
     Timing {
         monitor: or(policy.monitor, DEFAULT_MONITOR),
@@ -135,18 +136,25 @@ pub fn next_wake(state: &State, now: &Timestamp) -> Option<Timestamp> {
             }
             if is_healthy(alloc) {
                 let since = alloc.status.as_ref().and_then(|s| s.updated_at.as_ref());
-                times.extend(since.map(|t| nanos(t).saturating_add(gate)));
+                times.extend(since.map(|t| timestamp_nanos(t).saturating_add(gate)));
             } else {
                 let placed = alloc.created_at.as_ref();
-                times.extend(placed.map(|t| nanos(t).saturating_add(timing.healthy_deadline)));
+                times.extend(
+                    placed.map(|t| timestamp_nanos(t).saturating_add(timing.healthy_deadline)),
+                );
             }
         }
     }
     for node in state.nodes().filter(|n| super::drain::drain_pending(n)) {
-        times.extend(node.drain.and_then(|d| d.deadline).as_ref().map(nanos));
+        times.extend(
+            node.drain
+                .and_then(|d| d.deadline)
+                .as_ref()
+                .map(timestamp_nanos),
+        );
     }
-    let now = nanos(now);
-    times.into_iter().filter(|t| *t > now).min().map(timestamp)
+    let now = timestamp_nanos(now);
+    times.into_iter().filter(|t| *t > now).min().map(from_nanos)
 }
 
 /// The retained versions whose spec has another runtime hash than `spec` (the
@@ -162,15 +170,6 @@ fn outdated_versions(service: &Service, spec: &ServiceSpec) -> BTreeSet<u64> {
         .filter(|v| v.spec.as_ref().map(runtime_hash).as_ref() != Some(&current))
         .map(|v| v.version)
         .collect()
-}
-
-/// Nanoseconds since the epoch as a timestamp, saturating.
-fn timestamp(nanos: i128) -> Timestamp {
-    const NANOS_PER_SECOND: i128 = 1_000_000_000;
-    Timestamp {
-        seconds: i64::try_from(nanos.div_euclid(NANOS_PER_SECOND)).unwrap_or(i64::MAX),
-        nanos: i32::try_from(nanos.rem_euclid(NANOS_PER_SECOND)).unwrap_or(0),
-    }
 }
 
 impl<'a> Planner<'a> {
@@ -309,11 +308,19 @@ impl<'a> Planner<'a> {
         let Some(spec) = &service.spec else {
             return false;
         };
-        let started = status.started_at.as_ref().map_or(i128::MIN, nanos);
+        let started = status
+            .started_at
+            .as_ref()
+            .map_or(i128::MIN, timestamp_nanos);
         let failed: Vec<(&Allocation, String)> = self
             .state
             .allocations_of_service(&spec.name)
-            .filter(|a| up_to_date(a) && a.created_at.as_ref().is_some_and(|c| nanos(c) >= started))
+            .filter(|a| {
+                up_to_date(a)
+                    && a.created_at
+                        .as_ref()
+                        .is_some_and(|c| timestamp_nanos(c) >= started)
+            })
             .filter_map(|a| Some((a, failure(a, timing.healthy_deadline, now)?)))
             .collect();
         let replicas = desired_replicas(spec).max(1);

@@ -40,7 +40,7 @@ mod objects;
 mod queries;
 mod services;
 mod snapshot;
-mod time;
+pub(crate) mod time;
 mod updates;
 
 #[cfg(test)]

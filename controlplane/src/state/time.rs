@@ -7,19 +7,18 @@ use pbjson_types::{Duration, Timestamp};
 const NANOS_PER_SECOND: i128 = 1_000_000_000;
 
 /// The duration in nanoseconds (handles unnormalised seconds/nanos pairs).
-pub(super) fn duration_nanos(d: &Duration) -> i128 {
+pub(crate) fn duration_nanos(d: &Duration) -> i128 {
     i128::from(d.seconds) * NANOS_PER_SECOND + i128::from(d.nanos)
 }
 
-/// Whether the duration is longer than zero.
-pub(super) fn is_positive(d: &Duration) -> bool {
-    duration_nanos(d) > 0
+/// The timestamp in nanoseconds since the epoch.
+pub(crate) fn timestamp_nanos(at: &Timestamp) -> i128 {
+    i128::from(at.seconds) * NANOS_PER_SECOND + i128::from(at.nanos)
 }
 
-/// `at + d`, normalised (0 ≤ nanos < 1e9), saturating at the representable range.
-pub(super) fn add(at: Timestamp, d: &Duration) -> Timestamp {
-    let total =
-        i128::from(at.seconds) * NANOS_PER_SECOND + i128::from(at.nanos) + duration_nanos(d);
+/// Nanoseconds since the epoch as a normalised timestamp (0 ≤ nanos < 1e9),
+/// saturating at the representable range.
+pub(crate) fn from_nanos(total: i128) -> Timestamp {
     let seconds = total.div_euclid(NANOS_PER_SECOND);
     let nanos = total.rem_euclid(NANOS_PER_SECOND);
     match i64::try_from(seconds) {
@@ -36,6 +35,16 @@ pub(super) fn add(at: Timestamp, d: &Duration) -> Timestamp {
             nanos: 999_999_999,
         },
     }
+}
+
+/// Whether the duration is longer than zero.
+pub(super) fn is_positive(d: &Duration) -> bool {
+    duration_nanos(d) > 0
+}
+
+/// `at + d`, normalised (0 ≤ nanos < 1e9), saturating at the representable range.
+pub(super) fn add(at: Timestamp, d: &Duration) -> Timestamp {
+    from_nanos(timestamp_nanos(&at) + duration_nanos(d))
 }
 
 /// Orders timestamps (`None` first), for "latest" queries.

@@ -3,7 +3,7 @@ use proptest::prelude::*;
 
 use super::*;
 
-const SECOND: i128 = NANOS_PER_SECOND;
+const SECOND: i128 = 1_000_000_000;
 
 fn secs(seconds: i64) -> Option<Duration> {
     Some(Duration { seconds, nanos: 0 })
