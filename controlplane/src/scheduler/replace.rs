@@ -10,27 +10,17 @@
 
 use std::collections::{BTreeMap, BTreeSet};
 
-use constellation_proto::v1::{
-    Allocation, AllocationDesiredState, AllocationState, HealthState, Service,
-};
+use constellation_proto::v1::{Allocation, AllocationDesiredState, Service};
 use pbjson_types::Timestamp;
 
 use super::{Planner, is_live, reservation};
+pub(super) use crate::state::is_healthy;
 use crate::state::time::timestamp_nanos;
 use crate::state::{container_up, is_terminal};
 
 /// Whether `period` has passed since `since` at `now`; never when `since` is unknown.
 pub(super) fn elapsed(since: Option<&Timestamp>, period: i128, now: &Timestamp) -> bool {
     since.is_some_and(|since| timestamp_nanos(since).saturating_add(period) <= timestamp_nanos(now))
-}
-
-/// Healthy as the service status counts it: RUNNING, and its health check passing or
-/// none defined.
-pub(super) fn is_healthy(alloc: &Allocation) -> bool {
-    alloc.status.as_ref().is_some_and(|s| {
-        s.state() == AllocationState::Running
-            && matches!(s.health(), HealthState::Healthy | HealthState::None)
-    })
 }
 
 /// Healthy, and its last status change (to healthy) at least `period` ago.

@@ -10,7 +10,8 @@ use std::collections::BTreeSet;
 
 use constellation_proto::v1::{
     Allocation, AllocationDesiredState, AllocationEvent, AllocationReport, AllocationState,
-    AllocationStatus, ChangeKind, HealthEvent, PlanCommand, ReportStatusCommand, event::Payload,
+    AllocationStatus, ChangeKind, HealthEvent, HealthState, PlanCommand, ReportStatusCommand,
+    event::Payload,
 };
 use pbjson_types::Timestamp;
 
@@ -27,6 +28,15 @@ pub fn is_terminal(alloc: &Allocation) -> bool {
                 AllocationState::Lost | AllocationState::Stopped | AllocationState::Failed
             )
         })
+}
+
+/// Healthy as the service status counts it (and drains and rolling updates wait for):
+/// RUNNING, with its health check passing or none defined.
+pub fn is_healthy(alloc: &Allocation) -> bool {
+    alloc.status.as_ref().is_some_and(|s| {
+        s.state() == AllocationState::Running
+            && matches!(s.health(), HealthState::Healthy | HealthState::None)
+    })
 }
 
 /// Whether the agent's last report says the allocation's container is up or coming

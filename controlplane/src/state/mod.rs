@@ -55,7 +55,7 @@ use constellation_proto::v1::{
 };
 use pbjson_types::Timestamp;
 
-pub use allocations::{container_up, is_terminal};
+pub use allocations::{container_up, is_healthy, is_terminal};
 pub use events::{Compacted, event_topic};
 pub use nodes::DEFAULT_DRAIN_DEADLINE;
 pub use queries::AllocationFilter;

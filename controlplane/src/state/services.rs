@@ -2,8 +2,8 @@
 //! counts derived from the service's allocations.
 
 use constellation_proto::v1::{
-    AllocationState, ApplyServiceCommand, ChangeKind, DeleteServiceCommand, HealthState, Service,
-    ServiceEvent, ServiceSpec, ServiceStatus, command_result::Outcome, event::Payload,
+    AllocationState, ApplyServiceCommand, ChangeKind, DeleteServiceCommand, Service, ServiceEvent,
+    ServiceSpec, ServiceStatus, command_result::Outcome, event::Payload,
 };
 use pbjson_types::Timestamp;
 use prost::Message;
@@ -134,7 +134,7 @@ impl State {
                 continue;
             }
             running = running.saturating_add(1);
-            if matches!(status.health(), HealthState::Healthy | HealthState::None) {
+            if super::is_healthy(alloc) {
                 healthy = healthy.saturating_add(1);
             }
         }
