@@ -103,11 +103,11 @@ pub(super) struct Timing {
 
 pub(super) fn timing(policy: &UpdatePolicy) -> Timing {
     let or = |d: Option<Duration>, default: Duration| {
-        duration_nanos(&d.filter(|d| duration_nanos(d) > 0).unwrap_or(default)).max(0)
+        duration_nanos(&d.filter(|d| duration_nanos(d) > 0).unwrap_or(default))
     };
     Timing {
         monitor: or(policy.monitor, DEFAULT_MONITOR),
-        delay: policy.delay.as_ref().map_or(0, duration_nanos),
+        delay: policy.delay.as_ref().map_or(0, |d| duration_nanos(d).max(0)),
         healthy_deadline: or(policy.healthy_deadline, DEFAULT_HEALTHY_DEADLINE),
     }
 }
