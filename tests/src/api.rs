@@ -27,3 +27,9 @@ pub async fn allocations(addr: &str, service: &str) -> Vec<pb::Allocation> {
         .into_inner()
         .allocations
 }
+
+/// RUNNING with a passing health check.
+pub fn is_healthy(a: &pb::Allocation) -> bool {
+    let s = a.status.clone().unwrap_or_default();
+    s.state() == pb::AllocationState::Running && s.health() == pb::HealthState::Healthy
+}

@@ -425,3 +425,27 @@ impl Gateway {
         }
     }
 }
+
+/// Runs the `constellation` CLI against the control plane at `addr`, echoing the
+/// command and its output to stderr (the test's log).
+pub fn cli(addr: &str, args: &[&str]) -> std::process::Output {
+    let output = std::process::Command::new(binary("constellation").expect("the CLI is built"))
+        .args(["--controlplane", addr])
+        .args(args)
+        .output()
+        .expect("the CLI runs");
+    eprintln!(
+        "$ constellation {}\n{}{}",
+        args.join(" "),
+        String::from_utf8_lossy(&output.stdout),
+        String::from_utf8_lossy(&output.stderr)
+    );
+    output
+}
+
+/// [`cli`] that must succeed; its standard output.
+pub fn cli_ok(addr: &str, args: &[&str]) -> String {
+    let output = cli(addr, args);
+    assert!(output.status.success(), "constellation {args:?} failed");
+    String::from_utf8(output.stdout).expect("UTF-8 output")
+}

@@ -178,12 +178,7 @@ impl Cluster {
             .allocations;
         Ok(allocations
             .into_iter()
-            .filter(|a| {
-                a.status.as_ref().is_some_and(|s| {
-                    s.state() == pb::AllocationState::Running
-                        && s.health() == pb::HealthState::Healthy
-                })
-            })
+            .filter(api::is_healthy)
             .map(|a| (a.id.clone(), a))
             .collect())
     }

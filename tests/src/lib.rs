@@ -21,6 +21,19 @@ pub mod hosts;
 pub mod http;
 pub mod specs;
 
+/// Polls `ok` every 100 ms until it holds; panics with `what` after `timeout`.
+pub async fn wait_until<F, Fut>(timeout: std::time::Duration, what: &str, mut ok: F)
+where
+    F: FnMut() -> Fut,
+    Fut: std::future::Future<Output = bool>,
+{
+    let start = std::time::Instant::now();
+    while !ok().await {
+        assert!(start.elapsed() < timeout, "{what}: not within {timeout:?}");
+        tokio::time::sleep(std::time::Duration::from_millis(100)).await;
+    }
+}
+
 pub mod docker {
     //! Docker access for tests.
     //!

@@ -1,29 +1,7 @@
 //! The `constellation` CLI against a real control plane: apply from a YAML file, list,
 //! status, then snapshot save, delete, restore, and the service is back.
 
-use constellation_tests::binaries::{ControlPlane, binary};
-use std::process::Output;
-
-fn cli(addr: &str, args: &[&str]) -> Output {
-    let output = std::process::Command::new(binary("constellation").unwrap())
-        .args(["--controlplane", addr])
-        .args(args)
-        .output()
-        .unwrap();
-    eprintln!(
-        "$ constellation {}\n{}{}",
-        args.join(" "),
-        String::from_utf8_lossy(&output.stdout),
-        String::from_utf8_lossy(&output.stderr)
-    );
-    output
-}
-
-fn ok(addr: &str, args: &[&str]) -> String {
-    let output = cli(addr, args);
-    assert!(output.status.success(), "constellation {args:?} failed");
-    String::from_utf8(output.stdout).unwrap()
-}
+use constellation_tests::binaries::{ControlPlane, cli, cli_ok as ok};
 
 #[tokio::test(flavor = "multi_thread")]
 async fn apply_status_and_snapshot_round_trip() {

@@ -4,30 +4,8 @@
 
 use constellation_proto::v1 as pb;
 use constellation_tests::api::client;
-use constellation_tests::binaries::{ControlPlane, binary};
-use std::process::Output;
+use constellation_tests::binaries::{ControlPlane, cli, cli_ok as ok};
 use std::time::{Duration, Instant};
-
-fn cli(addr: &str, args: &[&str]) -> Output {
-    let output = std::process::Command::new(binary("constellation").unwrap())
-        .args(["--controlplane", addr])
-        .args(args)
-        .output()
-        .unwrap();
-    eprintln!(
-        "$ constellation {}\n{}{}",
-        args.join(" "),
-        String::from_utf8_lossy(&output.stdout),
-        String::from_utf8_lossy(&output.stderr)
-    );
-    output
-}
-
-fn ok(addr: &str, args: &[&str]) -> String {
-    let output = cli(addr, args);
-    assert!(output.status.success(), "constellation {args:?} failed");
-    String::from_utf8(output.stdout).unwrap()
-}
 
 async fn service(addr: &str) -> pb::Service {
     client(addr)

@@ -5,18 +5,14 @@
 //! sampled every 100 ms throughout, never drops to zero.
 
 use constellation_proto::v1 as pb;
-use constellation_tests::api::{allocations, client};
+use constellation_tests::api::{allocations, client, is_healthy as healthy};
 use constellation_tests::binaries::{Agent, ControlPlane};
 use constellation_tests::docker;
 use constellation_tests::specs::{http_service, millis};
+use constellation_tests::wait_until;
 use std::sync::Arc;
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::time::{Duration, Instant};
-
-fn healthy(a: &pb::Allocation) -> bool {
-    let s = a.status.clone().unwrap_or_default();
-    s.state() == pb::AllocationState::Running && s.health() == pb::HealthState::Healthy
-}
 
 async fn node(addr: &str, name: &str) -> pb::Node {
     client(addr)
@@ -29,19 +25,6 @@ async fn node(addr: &str, name: &str) -> pb::Node {
         .into_inner()
         .node
         .expect("a node")
-}
-
-/// Polls until `ok` holds, or fails after `timeout` with `what`.
-async fn wait_until<F, Fut>(timeout: Duration, what: &str, mut ok: F)
-where
-    F: FnMut() -> Fut,
-    Fut: std::future::Future<Output = bool>,
-{
-    let start = Instant::now();
-    while !ok().await {
-        assert!(start.elapsed() < timeout, "{what}: not within {timeout:?}");
-        tokio::time::sleep(Duration::from_millis(100)).await;
-    }
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]

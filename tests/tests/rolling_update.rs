@@ -5,10 +5,11 @@
 //! has fewer healthy replicas than the service asks for.
 
 use constellation_proto::v1 as pb;
-use constellation_tests::api::{allocations, client};
+use constellation_tests::api::{allocations, client, is_healthy as healthy};
 use constellation_tests::binaries::{Agent, ControlPlane};
 use constellation_tests::docker;
 use constellation_tests::specs::{http_service, millis};
+use constellation_tests::wait_until;
 use std::sync::Arc;
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::time::{Duration, Instant};
@@ -27,11 +28,6 @@ fn web(name: &str) -> pb::ServiceSpec {
         }),
         ..http_service(name, 2, 300)
     }
-}
-
-fn healthy(a: &pb::Allocation) -> bool {
-    let s = a.status.clone().unwrap_or_default();
-    s.state() == pb::AllocationState::Running && s.health() == pb::HealthState::Healthy
 }
 
 async fn service(addr: &str, name: &str) -> pb::Service {
@@ -69,19 +65,6 @@ async fn http_ok(addr: &str) -> bool {
         tokio::time::timeout(Duration::from_secs(2), get).await,
         Ok(Ok(r)) if r.starts_with("HTTP/1.0 200") || r.starts_with("HTTP/1.1 200")
     )
-}
-
-/// Polls until `ok` holds, or fails after `timeout` with `what`.
-async fn wait_until<F, Fut>(timeout: Duration, what: &str, mut ok: F)
-where
-    F: FnMut() -> Fut,
-    Fut: std::future::Future<Output = bool>,
-{
-    let start = Instant::now();
-    while !ok().await {
-        assert!(start.elapsed() < timeout, "{what}: not within {timeout:?}");
-        tokio::time::sleep(Duration::from_millis(100)).await;
-    }
 }
 
 /// What the sampler saw.
