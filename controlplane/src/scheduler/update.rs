@@ -107,7 +107,10 @@ pub(super) fn timing(policy: &UpdatePolicy) -> Timing {
     };
     Timing {
         monitor: or(policy.monitor, DEFAULT_MONITOR),
-        delay: policy.delay.as_ref().map_or(0, |d| duration_nanos(d).max(0)),
+        delay: policy
+            .delay
+            .as_ref()
+            .map_or(0, |d| duration_nanos(d).max(0)),
         healthy_deadline: or(policy.healthy_deadline, DEFAULT_HEALTHY_DEADLINE),
     }
 }
