@@ -2,6 +2,7 @@
 //! sequential shell loop and `xargs -P 8`, in interleaved rounds; then the agent's RSS
 //! with the containers running and its CPU use while idle.
 
+use crate::{cpu_ticks, ticks_per_second};
 use anyhow::Context;
 use constellation_proto::v1 as pb;
 use constellation_proto::v1::control_plane_client::ControlPlaneClient;
@@ -215,20 +216,4 @@ fn rss_kib(pid: u32) -> anyhow::Result<u64> {
         .and_then(|v| v.split_whitespace().next())
         .and_then(|v| v.parse().ok())
         .context("VmRSS")
-}
-
-/// User plus system CPU time of `pid`, in clock ticks.
-fn cpu_ticks(pid: u32) -> anyhow::Result<u64> {
-    let stat = std::fs::read_to_string(format!("/proc/{pid}/stat"))?;
-    // Fields after the command name (which may contain spaces) start after ") ".
-    let rest = stat.rsplit_once(") ").context("stat format")?.1;
-    let fields: Vec<&str> = rest.split_whitespace().collect();
-    let utime: u64 = fields.get(11).context("utime")?.parse()?;
-    let stime: u64 = fields.get(12).context("stime")?.parse()?;
-    Ok(utime + stime)
-}
-
-fn ticks_per_second() -> f64 {
-    // sysconf(_SC_CLK_TCK) is 100 on every Linux this runs on.
-    100.0
 }

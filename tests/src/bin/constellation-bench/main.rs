@@ -4,7 +4,9 @@
 //! plane of real processes on loopback (sled flushes every log append before it is
 //! acknowledged), driven by concurrent gRPC clients each sending ApplyService writes
 //! of about 1 KiB encoded (a spec with 512 bytes of environment), one at a time. Prints
-//! committed writes per second and p50/p99 latency per concurrency level.
+//! committed writes per second, p50/p99 latency and CPU time per write (the members'
+//! and the clients', from /proc: steadier than throughput on a shared machine) per
+//! concurrency level.
 //!
 //! `constellation-bench containers [--count 100]`: N single-container services deployed
 //! through a control plane to one agent on the local Docker engine, against a shell
@@ -196,6 +198,10 @@ struct Level {
     elapsed: Duration,
     p50: Duration,
     p99: Duration,
+    /// CPU time of the three members per committed write (user plus system).
+    members_cpu_per_write: Duration,
+    /// CPU time of this process (the clients) per committed write.
+    clients_cpu_per_write: Duration,
 }
 
 async fn raft(duration: Duration, levels: &[usize]) -> anyhow::Result<()> {
@@ -216,23 +222,26 @@ async fn raft(duration: Duration, levels: &[usize]) -> anyhow::Result<()> {
         .context("leader is one of ours")?;
     println!("3 members on loopback, leader {leader} at {leader_addr}; {duration:?} per level");
 
+    let pids: Vec<u32> = members.iter().filter_map(|m| m.process.pid()).collect();
     let mut results = Vec::new();
     for &clients in levels {
-        results.push(run_level(&leader_addr, clients, duration).await?);
+        results.push(run_level(&leader_addr, &pids, clients, duration).await?);
     }
     println!();
     println!(
-        "{:>8} {:>10} {:>8} {:>10} {:>10}",
-        "clients", "writes/s", "errors", "p50", "p99"
+        "{:>8} {:>10} {:>8} {:>10} {:>10} {:>14} {:>14}",
+        "clients", "writes/s", "errors", "p50", "p99", "members cpu/w", "clients cpu/w"
     );
     for r in &results {
         println!(
-            "{:>8} {:>10.0} {:>8} {:>10.2?} {:>10.2?}",
+            "{:>8} {:>10.0} {:>8} {:>10.2?} {:>10.2?} {:>14.1?} {:>14.1?}",
             r.clients,
             r.writes as f64 / r.elapsed.as_secs_f64(),
             r.errors,
             r.p50,
-            r.p99
+            r.p99,
+            r.members_cpu_per_write,
+            r.clients_cpu_per_write,
         );
     }
     for m in members.iter_mut() {
@@ -291,7 +300,16 @@ fn spec(name: String, n: u64) -> pb::ServiceSpec {
     }
 }
 
-async fn run_level(addr: &str, clients: usize, duration: Duration) -> anyhow::Result<Level> {
+async fn run_level(
+    addr: &str,
+    member_pids: &[u32],
+    clients: usize,
+    duration: Duration,
+) -> anyhow::Result<Level> {
+    let members_ticks =
+        || -> anyhow::Result<u64> { member_pids.iter().map(|&pid| cpu_ticks(pid)).sum() };
+    let own_pid = std::process::id();
+    let (members_before, own_before) = (members_ticks()?, cpu_ticks(own_pid)?);
     // A few channels shared by the clients, as many services share a client pool.
     let channels: Vec<_> = (0..clients.clamp(1, 8))
         .map(|_| connect(addr))
@@ -325,6 +343,12 @@ async fn run_level(addr: &str, clients: usize, duration: Duration) -> anyhow::Re
         errors += e;
     }
     let elapsed = start.elapsed();
+    let (members_after, own_after) = (members_ticks()?, cpu_ticks(own_pid)?);
+    let per_write = |ticks: u64| {
+        Duration::from_secs_f64(ticks as f64 / ticks_per_second() / latencies.len().max(1) as f64)
+    };
+    let members_cpu_per_write = per_write(members_after - members_before);
+    let clients_cpu_per_write = per_write(own_after - own_before);
     latencies.sort();
     let pct = |p: f64| {
         latencies
@@ -339,5 +363,23 @@ async fn run_level(addr: &str, clients: usize, duration: Duration) -> anyhow::Re
         elapsed,
         p50: pct(0.50),
         p99: pct(0.99),
+        members_cpu_per_write,
+        clients_cpu_per_write,
     })
+}
+
+/// User plus system CPU time of `pid`, in clock ticks.
+pub(crate) fn cpu_ticks(pid: u32) -> anyhow::Result<u64> {
+    let stat = std::fs::read_to_string(format!("/proc/{pid}/stat"))?;
+    // Fields after the command name (which may contain spaces) start after ") ".
+    let rest = stat.rsplit_once(") ").context("stat format")?.1;
+    let fields: Vec<&str> = rest.split_whitespace().collect();
+    let utime: u64 = fields.get(11).context("utime")?.parse()?;
+    let stime: u64 = fields.get(12).context("stime")?.parse()?;
+    Ok(utime + stime)
+}
+
+pub(crate) fn ticks_per_second() -> f64 {
+    // sysconf(_SC_CLK_TCK) is 100 on every Linux this runs on.
+    100.0
 }
