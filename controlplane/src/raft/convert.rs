@@ -2,7 +2,7 @@
 //! same encoding serves the on-disk log (store) and the wire (network), so an entry is
 //! encoded once and the log never depends on a serde format.
 
-use super::{Entry, LogId, Member, NodeId, SnapshotMeta, StoredMembership, Vote};
+use super::{Entry, LogCommand, LogId, Member, NodeId, SnapshotMeta, StoredMembership, Vote};
 use crate::{Error, Result};
 use constellation_proto::v1 as pb;
 use openraft::{CommittedLeaderId, EntryPayload, Membership};
@@ -130,7 +130,7 @@ pub fn entry_to_pb(entry: &Entry) -> pb::LogEntry {
     use pb::log_entry::Payload;
     let payload = match &entry.payload {
         EntryPayload::Blank => Payload::Blank(true),
-        EntryPayload::Normal(command) => Payload::Command(command.encode_to_vec()),
+        EntryPayload::Normal(command) => Payload::Command(command.encoded().to_vec()),
         EntryPayload::Membership(m) => Payload::Membership(membership_to_pb(m)),
     };
     pb::LogEntry {
@@ -148,7 +148,7 @@ pub fn entry_from_pb(entry: &pb::LogEntry) -> Result<Entry> {
     let payload = match &entry.payload {
         Some(Payload::Blank(_)) => EntryPayload::Blank,
         Some(Payload::Command(bytes)) => EntryPayload::Normal(
-            pb::Command::decode(bytes.as_slice())
+            LogCommand::decode(bytes.clone())
                 .map_err(|e| Error::Internal(format!("log entry command: {e}")))?,
         ),
         Some(Payload::Membership(m)) => EntryPayload::Membership(membership_from_pb(m)),
@@ -196,7 +196,7 @@ mod tests {
             let log_id = LogId::new(CommittedLeaderId::new(term, 1), index);
             let payload = match kind {
                 0 => EntryPayload::Blank,
-                1 => EntryPayload::Normal(pb::Command { version: 1, ..Default::default() }),
+                1 => EntryPayload::Normal(LogCommand::shared(pb::Command { version: 1, ..Default::default() })),
                 _ => {
                     let nodes: BTreeMap<_, _> = voters.iter().map(|i| (*i, member(*i))).collect();
                     EntryPayload::Membership(Membership::new(vec![voters.clone()], nodes))

@@ -9,7 +9,7 @@
 //! a batch to fill: with nothing in flight its command is proposed at once, unwrapped.
 
 use crate::cluster::now;
-use crate::raft::{Member, NodeId, Raft};
+use crate::raft::{LogCommand, Member, NodeId, Raft};
 use crate::state::COMMAND_VERSION;
 use crate::{Error, Result};
 use constellation_proto::v1 as pb;
@@ -119,7 +119,7 @@ async fn commit(raft: Raft, mut batch: Vec<Pending>) {
     if batch.len() == 1 {
         let Pending { command, reply } = batch.remove(0);
         let result = raft
-            .client_write(command)
+            .client_write(LogCommand::shared(command))
             .await
             .map(|response| response.data)
             .map_err(|e| client_write_error(&e));
@@ -135,7 +135,7 @@ async fn commit(raft: Raft, mut batch: Vec<Pending>) {
         proposed_at: Some(now()),
         op: Some(pb::command::Op::Batch(pb::CommandBatch { commands })),
     };
-    match raft.client_write(envelope).await {
+    match raft.client_write(LogCommand::shared(envelope)).await {
         Ok(response) if response.data.batch.len() == replies.len() => {
             for (reply, result) in replies.into_iter().zip(response.data.batch) {
                 let _ = reply.send(Ok(result));

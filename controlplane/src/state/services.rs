@@ -19,10 +19,7 @@ pub fn spec_hash(spec: &ServiceSpec) -> String {
 
 /// Lower-case hex SHA-256 of `data`.
 pub(super) fn hex_sha256(data: &[u8]) -> String {
-    Sha256::digest(data)
-        .iter()
-        .map(|b| format!("{b:02x}"))
-        .collect()
+    hex::encode(Sha256::digest(data))
 }
 
 /// Replicas the spec asks for: absent means 1.
@@ -42,7 +39,7 @@ impl State {
         let current = self.services.get(&spec.name);
         check_expected_version(&spec.name, current, cmd.expected_version)?;
         if let Some(service) = current
-            && service.spec.as_ref().map(Message::encode_to_vec) == Some(spec.encode_to_vec())
+            && service.spec.as_ref() == Some(spec)
         {
             return Ok(outcome(Outcome::Service(service.clone())));
         }

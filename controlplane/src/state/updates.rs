@@ -26,6 +26,18 @@ pub fn runtime_hash(spec: &ServiceSpec) -> String {
     spec_hash(&runtime)
 }
 
+/// Whether containers of `a` and of `b` differ: [`runtime_hash`]'s comparison, made
+/// without encoding and hashing both (applying a spec compares a few of them).
+pub fn runtime_differs(a: &ServiceSpec, b: &ServiceSpec) -> bool {
+    if std::ptr::eq(a, b) {
+        return false;
+    }
+    let mut a = a.clone();
+    a.replicas = b.replicas;
+    a.update = b.update;
+    a != *b
+}
+
 /// The spec and spec hash that allocations of `version` run: the current spec for the
 /// current version, a retained one for an older version; `None` when not retained.
 pub fn spec_of_version(service: &Service, version: u64) -> Option<(&ServiceSpec, &str)> {
@@ -109,16 +121,20 @@ impl State {
         let before = before?;
         let previous = before.status.as_ref().and_then(|s| s.update.clone());
         let spec = service.spec.as_ref()?;
-        let current = runtime_hash(spec);
-        let outdated = self
-            .allocations_of_service(&spec.name)
-            .filter(|a| !is_terminal(a))
-            .any(|a| {
-                spec_of_version(service, a.service_version)
-                    .is_some_and(|(s, _)| runtime_hash(s) != current)
-            });
-        let runtime_changed = before.spec.as_ref().map(runtime_hash) != Some(current);
-        if runtime_changed && outdated {
+        let runtime_changed = before
+            .spec
+            .as_ref()
+            .is_none_or(|b| runtime_differs(b, spec));
+        // Comparing every live allocation's spec is needed only when the runtime changed.
+        let outdated = || {
+            self.allocations_of_service(&spec.name)
+                .filter(|a| !is_terminal(a))
+                .any(|a| {
+                    spec_of_version(service, a.service_version)
+                        .is_some_and(|(s, _)| runtime_differs(s, spec))
+                })
+        };
+        if runtime_changed && outdated() {
             let mut status = UpdateStatus {
                 from_version: before.version,
                 to_version: service.version,
@@ -211,6 +227,41 @@ impl State {
             self.services
                 .insert(decision.service_name.clone(), service.clone());
             self.emit_service(now, ChangeKind::Updated, service);
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use constellation_proto::v1::UpdatePolicy;
+    use proptest::prelude::*;
+
+    fn spec() -> impl Strategy<Value = ServiceSpec> {
+        (
+            0u8..2,
+            proptest::option::of(0u32..3),
+            0u8..2,
+            proptest::option::of(1u32..3),
+        )
+            .prop_map(|(image, replicas, env, parallelism)| ServiceSpec {
+                name: "web".into(),
+                image: format!("web:{image}"),
+                replicas,
+                env: [("MODE".to_string(), env.to_string())].into(),
+                update: parallelism.map(|parallelism| UpdatePolicy {
+                    parallelism,
+                    ..Default::default()
+                }),
+                ..Default::default()
+            })
+    }
+
+    proptest! {
+        /// The comparison without hashing agrees with the runtime hashes.
+        #[test]
+        fn runtime_differs_agrees_with_runtime_hash(a in spec(), b in spec()) {
+            prop_assert_eq!(runtime_differs(&a, &b), runtime_hash(&a) != runtime_hash(&b));
         }
     }
 }

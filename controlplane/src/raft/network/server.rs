@@ -2,7 +2,7 @@
 
 use super::{LEADER_API_HEADER, LEADER_ID_HEADER, MAX_MESSAGE_BYTES, MAX_SNAPSHOT_BYTES, wire};
 use crate::raft::convert::log_id_to_pb;
-use crate::raft::{Member, NodeId, Raft, Snapshot};
+use crate::raft::{LogCommand, Member, NodeId, Raft, Snapshot};
 use constellation_proto::v1 as pb;
 use constellation_proto::v1::install_snapshot_chunk::Part;
 use constellation_proto::v1::raft_peer_server::{RaftPeer, RaftPeerServer};
@@ -201,7 +201,7 @@ impl RaftPeer for PeerService {
     ) -> Result<Response<pb::ForwardWriteResponse>, Status> {
         let command = pb::Command::decode(request.get_ref().command.as_slice())
             .map_err(|e| Status::invalid_argument(format!("command: {e}")))?;
-        match self.raft.client_write(command).await {
+        match self.raft.client_write(LogCommand::shared(command)).await {
             Ok(resp) => Ok(Response::new(pb::ForwardWriteResponse {
                 result: resp.data.encode_to_vec(),
                 log_id: Some(log_id_to_pb(&resp.log_id)),

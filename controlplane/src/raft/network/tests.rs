@@ -4,7 +4,7 @@
 use super::*;
 use crate::raft::store::StateMachineStore;
 use crate::raft::{Entry, LogId, Member, NodeId, Raft, Snapshot, SnapshotMeta, StorageError};
-use crate::raft::{StoredMembership, TypeConfig, Vote};
+use crate::raft::{LogCommand, StoredMembership, TypeConfig, Vote};
 use constellation_proto::v1 as pb;
 use constellation_proto::v1::install_snapshot_chunk::Part;
 use openraft::error::StreamingError;
@@ -403,7 +403,7 @@ async fn three_members_replicate_forward_writes_and_ship_snapshots() {
     for i in 0..12 {
         let resp = leader_node
             .raft
-            .client_write(command(&format!("s{i}")))
+            .client_write(LogCommand::shared(command(&format!("s{i}"))))
             .await
             .unwrap();
         assert_eq!(resp.data.index, resp.log_id.index);
@@ -628,7 +628,7 @@ async fn oversized_append_batches_ask_openraft_to_split() {
     let entries = (1..=2)
         .map(|i| Entry {
             log_id: log_id(1, 1, i),
-            payload: EntryPayload::Normal(command(&big)),
+            payload: EntryPayload::Normal(LogCommand::shared(command(&big))),
         })
         .collect();
     let append = AppendEntriesRequest {
@@ -849,7 +849,10 @@ async fn sled_members_replicate_and_ship_snapshots() {
     for i in 0..12 {
         let resp = leader_node
             .raft
-            .client_write(put_config(&format!("config-{i}"), config_bytes(i)))
+            .client_write(LogCommand::shared(put_config(
+                &format!("config-{i}"),
+                config_bytes(i),
+            )))
             .await
             .unwrap();
         assert!(

@@ -155,7 +155,7 @@ pub fn snapshot_response_from_pb(resp: &pb::InstallSnapshotResponse) -> Result<V
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::raft::{Entry, LogId, Member, StoredMembership};
+    use crate::raft::{Entry, LogCommand, LogId, Member, StoredMembership};
     use openraft::{CommittedLeaderId, EntryPayload, Membership};
     use proptest::prelude::*;
     use std::collections::{BTreeMap, BTreeSet};
@@ -200,10 +200,12 @@ mod tests {
     fn entry() -> impl Strategy<Value = Entry> {
         let payload = prop_oneof![
             Just(EntryPayload::Blank),
-            (0u32..3).prop_map(|version| EntryPayload::Normal(pb::Command {
-                version,
-                ..Default::default()
-            })),
+            (0u32..3).prop_map(
+                |version| EntryPayload::Normal(LogCommand::shared(pb::Command {
+                    version,
+                    ..Default::default()
+                }))
+            ),
             membership().prop_map(EntryPayload::Membership),
         ];
         (log_id(), payload).prop_map(|(log_id, payload)| Entry { log_id, payload })

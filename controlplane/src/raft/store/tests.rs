@@ -1,5 +1,5 @@
 use super::*;
-use crate::raft::Member;
+use crate::raft::{LogCommand, Member};
 use openraft::storage::RaftLogStorageExt;
 use openraft::testing::{StoreBuilder, Suite};
 use openraft::{CommittedLeaderId, Membership};
@@ -63,10 +63,10 @@ fn membership_entry(term: u64, index: u64, voters: &[u64]) -> Entry {
 fn command_entry(term: u64, index: u64) -> Entry {
     Entry {
         log_id: log_id(term, index),
-        payload: EntryPayload::Normal(pb::Command {
+        payload: EntryPayload::Normal(LogCommand::shared(pb::Command {
             version: 1,
             ..Default::default()
-        }),
+        })),
     }
 }
 
@@ -81,14 +81,14 @@ fn register_entry(term: u64, index: u64, name: &str) -> Entry {
     });
     Entry {
         log_id: log_id(term, index),
-        payload: EntryPayload::Normal(pb::Command {
+        payload: EntryPayload::Normal(LogCommand::shared(pb::Command {
             version: crate::state::COMMAND_VERSION,
             proposed_at: Some(pbjson_types::Timestamp {
                 seconds: 1_700_000_000,
                 nanos: 0,
             }),
             op: Some(op),
-        }),
+        })),
     }
 }
 
