@@ -4,7 +4,7 @@
 
 use constellation_proto::v1 as pb;
 use constellation_tests::api::client;
-use constellation_tests::binaries::{Agent, ControlPlane};
+use constellation_tests::binaries::{Agent, ControlPlane, cli_ok};
 use constellation_tests::docker;
 use std::time::{Duration, Instant};
 
@@ -112,6 +112,16 @@ async fn a_failing_service_is_rescheduled_as_its_policy_allows_then_left_with_th
         last.desired_description,
         "not rescheduled: reschedule attempts used up (1 within 1h); \
          apply a changed spec to try again"
+    );
+    // Operators see the reason in `constellation alloc ls`.
+    let listed = cli_ok(&cp.api_addr, &["alloc", "ls", "--all"]);
+    let line = listed
+        .lines()
+        .find(|l| l.contains(&last.id))
+        .unwrap_or_else(|| panic!("{} not listed:\n{listed}", last.id));
+    assert!(
+        line.contains("not rescheduled: reschedule attempts used up"),
+        "{listed}"
     );
     tokio::time::sleep(Duration::from_secs(3)).await;
     let allocs = all_allocations(&cp.api_addr, &service).await;

@@ -4,8 +4,8 @@ use crate::connect::Global;
 use crate::output::{self, Tabular, cell};
 use clap::Subcommand;
 use constellation_proto::v1::{
-    Allocation, AllocationDesiredState, AllocationState, HealthState, ListAllocationsRequest,
-    ListAllocationsResponse,
+    Allocation, AllocationDesiredState, AllocationState, AllocationStatus, HealthState,
+    ListAllocationsRequest, ListAllocationsResponse,
 };
 
 #[derive(Debug, Subcommand)]
@@ -54,7 +54,7 @@ impl Tabular for ListAllocationsResponse {
 pub struct AllocationTable;
 
 impl AllocationTable {
-    pub const HEADER: [&'static str; 10] = [
+    pub const HEADER: [&'static str; 11] = [
         "ID",
         "SERVICE",
         "SLOT",
@@ -65,6 +65,7 @@ impl AllocationTable {
         "RESTARTS",
         "ENDPOINTS",
         "AGE",
+        "MESSAGE",
     ];
 
     pub fn rows(allocations: &[Allocation]) -> Vec<Vec<String>> {
@@ -113,5 +114,15 @@ fn row(a: &Allocation) -> Vec<String> {
             endpoints.join(",")
         },
         cell::age(a.created_at.as_ref()),
+        message(a, &status),
     ]
+}
+
+/// Why the allocation is as it is: the control plane's word when it gave one (a
+/// replacement's due time, or why there will be none), else the agent's last message.
+fn message(a: &Allocation, status: &AllocationStatus) -> String {
+    [&a.desired_description, &status.message]
+        .into_iter()
+        .find(|m| !m.is_empty())
+        .map_or_else(|| "-".to_owned(), |m| m.replace('\n', " "))
 }
