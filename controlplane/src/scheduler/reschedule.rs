@@ -4,8 +4,8 @@
 //!
 //! An allocation is *rescheduled* when it is FAILED (it cannot run: bad image, bad
 //! config) or LOST (its node went down) while the control plane still wants it
-//! running (or STOPPED, which is how the agent reports such an allocation once it
-//! cleaned up after it). Its slot's replacement carries `previous_allocation_id` and
+//! running, or STOPPED while it should run (the state keeps FAILED or LOST, and the
+//! message, when the agent reports such an allocation STOPPED after cleaning up). Its slot's replacement carries `previous_allocation_id` and
 //! `reschedule_attempts` (its own attempt number), and the allocation it replaces is
 //! removed in the same plan.
 //!
@@ -118,10 +118,9 @@ pub enum Decision {
     Exhausted { used: u32 },
 }
 
-/// Whether the control plane replaces `alloc` under the reschedule policy: FAILED or
-/// LOST while its desired state is still RUN, or STOPPED: the agent reports a FAILED
-/// or LOST allocation STOPPED once it has cleaned up after it (terminal allocations
-/// are no longer assigned), and nothing else stops one that should run.
+/// Whether the control plane replaces `alloc` under the reschedule policy: FAILED,
+/// LOST or STOPPED while its desired state is still RUN (nothing the control plane
+/// does stops an allocation that should run).
 pub fn is_rescheduled(alloc: &Allocation) -> bool {
     alloc.desired_state() != AllocationDesiredState::Stop
         && alloc.status.as_ref().is_some_and(|s| {

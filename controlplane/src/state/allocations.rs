@@ -135,6 +135,18 @@ impl State {
         }
         let previous = existing.status.clone().unwrap_or_default();
         let mut status = reported.clone();
+        // An agent reports a failed or lost allocation STOPPED once it has removed the
+        // container; the failure is what explains the allocation, so it stays.
+        if matches!(
+            previous.state(),
+            AllocationState::Failed | AllocationState::Lost
+        ) && status.state() == AllocationState::Stopped
+        {
+            status.state = previous.state;
+            if !previous.message.is_empty() {
+                status.message.clone_from(&previous.message);
+            }
+        }
         status.updated_at = previous.updated_at;
         if status == previous {
             return;

@@ -118,12 +118,20 @@ fn a_failed_allocation_the_agent_cleaned_up_after_is_still_rescheduled() {
     let failed = only_live(&state, "web");
     report_at(&mut state, T0, &failed, AllocationState::Failed);
     assert_eq!(step_at(&mut state, T0).wake_at, Some(at(T0 + 5)));
-    // No longer assigned, the agent removes what is left and reports it STOPPED.
+    // No longer assigned, the agent removes what is left and reports it STOPPED: the
+    // allocation stays FAILED and its delay still counts from the failure.
     report_at(&mut state, T0 + 1, &failed, AllocationState::Stopped);
+    let state_of = |state: &State| {
+        state
+            .allocation(&failed.id)
+            .and_then(|a| a.status.clone())
+            .map(|s| s.state())
+    };
+    assert_eq!(state_of(&state), Some(AllocationState::Failed));
     let held = step_at(&mut state, T0 + 1);
-    assert_eq!(held.wake_at, Some(at(T0 + 6)));
+    assert_eq!(held.wake_at, Some(at(T0 + 5)));
     assert!(live(&state, "web").is_empty());
-    step_at(&mut state, T0 + 6);
+    step_at(&mut state, T0 + 5);
     let replacement = only_live(&state, "web");
     assert_eq!(replacement.previous_allocation_id, failed.id);
     assert_eq!(replacement.reschedule_attempts, 1);

@@ -222,6 +222,42 @@ fn report_updates_status_and_health() {
 }
 
 #[test]
+fn a_failed_allocation_reported_stopped_after_cleanup_stays_failed_with_its_message() {
+    let mut state = setup();
+    apply(&mut state, 2, plan(vec![alloc("a1", "web", "n1")], &[]));
+    let with = |state: AllocationState, message: &str| {
+        Op::ReportStatus(ReportStatusCommand {
+            node_id: "n1".into(),
+            reports: vec![constellation_proto::v1::AllocationReport {
+                allocation_id: "a1".into(),
+                status: Some(constellation_proto::v1::AllocationStatus {
+                    state: state as i32,
+                    message: message.into(),
+                    ..Default::default()
+                }),
+                spec_hash: String::new(),
+            }],
+        })
+    };
+    apply(
+        &mut state,
+        3,
+        with(AllocationState::Failed, "image not found: web:missing"),
+    );
+    apply(
+        &mut state,
+        4,
+        with(AllocationState::Stopped, "container removed"),
+    );
+    let status = state
+        .allocation("a1")
+        .and_then(|a| a.status.clone())
+        .expect("status");
+    assert_eq!(status.state(), AllocationState::Failed);
+    assert_eq!(status.message, "image not found: web:missing");
+}
+
+#[test]
 fn reports_for_unknown_or_foreign_allocations_are_ignored() {
     let mut state = setup();
     apply(&mut state, 2, plan(vec![alloc("a1", "web", "n1")], &[]));
