@@ -26,8 +26,8 @@ pub use fallback::{Fallback, FallbackPolicy, Mode, OnPrimaryExit, Probe};
 pub use status::StatusQueue;
 
 use crate::runtime::{
-    ContainerId, ContainerRuntime, LABEL_SPEC_HASH, Observed, OwnedContainer, fallback_assignment,
-    fallback_label, name_endpoints,
+    ContainerId, ContainerRuntime, LABEL_SPEC_HASH, Observed, OwnedContainer, RuntimeError,
+    fallback_assignment, fallback_label, name_endpoints,
 };
 use crate::state_file::StateFile;
 use constellation_proto::v1::{
@@ -123,30 +123,34 @@ pub struct Reconciler<R> {
 struct Failure {
     container: Option<ContainerId>,
     message: String,
+    /// The engine could not be reached: the attempt does not count against the
+    /// container (see [`Reconciler::failed`]).
+    engine_unreachable: bool,
 }
 
 /// Prepares, creates, starts and inspects a container for `a`.
 async fn start_one<R: ContainerRuntime>(runtime: &R, a: &Assignment) -> Result<Observed, Failure> {
-    let fail = |container: Option<&ContainerId>, message: String| Failure {
+    let fail = |container: Option<&ContainerId>, doing: &str, e: RuntimeError| Failure {
         container: container.cloned(),
-        message,
+        message: format!("{doing}: {e}"),
+        engine_unreachable: e.is_engine_unreachable(),
     };
     let prepared = runtime
         .prepare(a)
         .await
-        .map_err(|e| fail(None, format!("prepare: {e}")))?;
+        .map_err(|e| fail(None, "prepare", e))?;
     let cid = runtime
         .create(a, &prepared)
         .await
-        .map_err(|e| fail(None, format!("create: {e}")))?;
+        .map_err(|e| fail(None, "create", e))?;
     runtime
         .start(&cid)
         .await
-        .map_err(|e| fail(Some(&cid), format!("start: {e}")))?;
+        .map_err(|e| fail(Some(&cid), "start", e))?;
     runtime
         .inspect(&cid)
         .await
-        .map_err(|e| fail(Some(&cid), format!("inspect: {e}")))
+        .map_err(|e| fail(Some(&cid), "inspect", e))
 }
 
 /// Stops and removes an allocation's containers and deletes its files; returns the
@@ -447,7 +451,13 @@ impl<R: ContainerRuntime + 'static> Reconciler<R> {
                     let report = self.report(&id, &a, &obs, state, String::new());
                     self.status.push(report);
                 }
-                Err(f) => self.failed(&id, &a, f.container.as_ref(), f.message),
+                Err(f) => self.failed(
+                    &id,
+                    &a,
+                    f.container.as_ref(),
+                    f.message,
+                    f.engine_unreachable,
+                ),
             }
         }
     }
@@ -976,15 +986,22 @@ impl<R: ContainerRuntime + 'static> Reconciler<R> {
         self.push(id, a, AllocationState::Preparing, None, String::new());
         let prepared = match self.runtime.prepare(a).await {
             Ok(p) => p,
-            Err(e) => return self.failed(id, a, None, format!("prepare: {e}")),
+            Err(e) => {
+                let unreachable = e.is_engine_unreachable();
+                return self.failed(id, a, None, format!("prepare: {e}"), unreachable);
+            }
         };
         let cid = match self.runtime.create(a, &prepared).await {
             Ok(c) => c,
-            Err(e) => return self.failed(id, a, None, format!("create: {e}")),
+            Err(e) => {
+                let unreachable = e.is_engine_unreachable();
+                return self.failed(id, a, None, format!("create: {e}"), unreachable);
+            }
         };
         self.push(id, a, AllocationState::Starting, Some(&cid), String::new());
         if let Err(e) = self.runtime.start(&cid).await {
-            return self.failed(id, a, Some(&cid), format!("start: {e}"));
+            let unreachable = e.is_engine_unreachable();
+            return self.failed(id, a, Some(&cid), format!("start: {e}"), unreachable);
         }
         tracing::info!(allocation = %id, container = %cid, "reconcile: container started");
         if let Some(s) = self.allocs.get_mut(id) {
@@ -1060,7 +1077,8 @@ impl<R: ContainerRuntime + 'static> Reconciler<R> {
                 state.restart_count = state.restart_count.saturating_add(1);
                 tracing::info!(allocation = %id, container = %cid, restarts = state.restart_count, "reconcile: restarting container");
                 if let Err(e) = self.runtime.start(cid).await {
-                    return self.failed(id, a, Some(cid), format!("restart: {e}"));
+                    let unreachable = e.is_engine_unreachable();
+                    return self.failed(id, a, Some(cid), format!("restart: {e}"), unreachable);
                 }
                 if let Some(s) = self.allocs.get_mut(id) {
                     s.backoff.started(Instant::now());
@@ -1070,10 +1088,26 @@ impl<R: ContainerRuntime + 'static> Reconciler<R> {
         }
     }
 
-    /// An attempt failed: FAILED with `message`, retried after the backoff delay.
-    fn failed(&mut self, id: &str, a: &Assignment, cid: Option<&ContainerId>, message: String) {
+    /// An attempt failed: FAILED with `message`, retried after the backoff delay. When
+    /// the engine could not be reached the attempt is not counted (neither the backoff
+    /// nor the restart budget that switches to a fallback moves: a long engine outage
+    /// must not make a healthy service look broken) and is retried after
+    /// [`ENGINE_RETRY_INITIAL`].
+    fn failed(
+        &mut self,
+        id: &str,
+        a: &Assignment,
+        cid: Option<&ContainerId>,
+        message: String,
+        engine_unreachable: bool,
+    ) {
         let now = Instant::now();
         let state = self.allocs.get_mut(id).expect("state exists");
+        if engine_unreachable {
+            state.next_restart_at = Some(now + ENGINE_RETRY_INITIAL);
+            tracing::warn!(allocation = %id, error = %message, "reconcile: docker engine unreachable; the attempt does not count");
+            return self.push(id, a, AllocationState::Failed, cid, message);
+        }
         if let OnPrimaryExit::RunFallback(_) =
             state.fallback.primary_exited(state.backoff.attempts(), now)
         {

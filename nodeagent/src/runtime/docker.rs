@@ -738,6 +738,38 @@ impl ContainerRuntime for DockerRuntime {
 mod tests {
     use super::*;
 
+    /// An engine that is not there is told apart from one that answers with an error.
+    #[tokio::test]
+    async fn an_unreachable_engine_is_not_the_containers_fault() {
+        let dir = tempfile::tempdir().unwrap();
+        // A socket whose engine died: the file is left, nothing listens.
+        let socket = dir.path().join("gone.sock");
+        drop(std::os::unix::net::UnixListener::bind(&socket).unwrap());
+        let docker =
+            Docker::connect_with_unix(socket.to_str().unwrap(), 5, bollard::API_DEFAULT_VERSION)
+                .unwrap();
+        let runtime = DockerRuntime::new(docker, "n1", dir.path().join("secrets"));
+        let e = runtime
+            .start(&ContainerId("no-such-container".into()))
+            .await
+            .unwrap_err();
+        assert!(e.is_engine_unreachable(), "{e:?}");
+        assert!(!RuntimeError::InvalidSpec("bad".into()).is_engine_unreachable());
+
+        // A real engine's 404 is an answer, not an outage.
+        let Ok(docker) = crate::docker::connect(None).await else {
+            eprintln!("no Docker engine here; the 404 half is skipped");
+            return;
+        };
+        let runtime = DockerRuntime::new(docker, "n1", dir.path().join("secrets"));
+        let e = runtime
+            .start(&ContainerId("constellation-no-such-container".into()))
+            .await
+            .unwrap_err();
+        assert!(e.is_not_found(), "{e:?}");
+        assert!(!e.is_engine_unreachable(), "{e:?}");
+    }
+
     #[test]
     fn default_tag() {
         assert_eq!(with_default_tag("busybox"), "busybox:latest");

@@ -70,6 +70,31 @@ impl RuntimeError {
     pub fn is_not_found(&self) -> bool {
         matches!(self, RuntimeError::NotFound(_)) || docker::is_status(self, 404)
     }
+
+    /// True when the engine itself could not be reached or did not answer (its socket
+    /// is gone, the connection failed or timed out), as opposed to the engine refusing
+    /// or failing the request: the container is not to blame.
+    pub fn is_engine_unreachable(&self) -> bool {
+        use bollard::errors::Error as B;
+        match self {
+            RuntimeError::Docker(
+                B::IOError { .. }
+                | B::HyperResponseError { .. }
+                | B::HyperLegacyError { .. }
+                | B::RequestTimeoutError
+                | B::SocketNotFoundError(_),
+            ) => true,
+            RuntimeError::Io(e) => matches!(
+                e.kind(),
+                std::io::ErrorKind::ConnectionRefused
+                    | std::io::ErrorKind::ConnectionReset
+                    | std::io::ErrorKind::NotFound
+                    | std::io::ErrorKind::BrokenPipe
+                    | std::io::ErrorKind::UnexpectedEof
+            ),
+            _ => false,
+        }
+    }
 }
 
 pub type Result<T, E = RuntimeError> = std::result::Result<T, E>;
