@@ -5,9 +5,9 @@
 //! An allocation is *rescheduled* when it is FAILED (it cannot run: bad image, bad
 //! config) or LOST (its node went down) while the control plane still wants it
 //! running, or STOPPED while it should run (the state keeps FAILED or LOST, and the
-//! message, when the agent reports such an allocation STOPPED after cleaning up). Its slot's replacement carries `previous_allocation_id` and
-//! `reschedule_attempts` (its own attempt number), and the allocation it replaces is
-//! removed in the same plan.
+//! message, when the agent reports such an allocation STOPPED after cleaning up). Its
+//! slot's replacement carries `previous_allocation_id` and `reschedule_attempts` (its
+//! own attempt number), and the allocation it replaces is removed in the same plan.
 //!
 //! * **Attempts within the interval.** Each replacement's `reschedule_attempts` is the
 //!   previous one's plus one, so the count follows the chain of replacements of a slot.

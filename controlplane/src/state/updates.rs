@@ -20,22 +20,22 @@ use super::{OpResult, State, failed_precondition, not_found, outcome};
 /// Allocations whose version has another runtime hash than the current spec are
 /// replaced by a rolling update; scaling or changing the update policy replaces none.
 pub fn runtime_hash(spec: &ServiceSpec) -> String {
-    let mut runtime = spec.clone();
-    runtime.replicas = None;
-    runtime.update = None;
-    spec_hash(&runtime)
+    spec_hash(&runtime_part(spec))
 }
 
 /// Whether containers of `a` and of `b` differ: [`runtime_hash`]'s comparison, made
 /// without encoding and hashing both (applying a spec compares a few of them).
 pub fn runtime_differs(a: &ServiceSpec, b: &ServiceSpec) -> bool {
-    if std::ptr::eq(a, b) {
-        return false;
+    !std::ptr::eq(a, b) && runtime_part(a) != runtime_part(b)
+}
+
+/// `spec` without what changes no container: the replica count and the update policy.
+fn runtime_part(spec: &ServiceSpec) -> ServiceSpec {
+    ServiceSpec {
+        replicas: None,
+        update: None,
+        ..spec.clone()
     }
-    let mut a = a.clone();
-    a.replicas = b.replicas;
-    a.update = b.update;
-    a != *b
 }
 
 /// The spec and spec hash that allocations of `version` run: the current spec for the

@@ -128,29 +128,35 @@ struct Failure {
     engine_unreachable: bool,
 }
 
+impl Failure {
+    /// `doing` (a step such as "start") failed with `e`, on `container` if one exists.
+    fn new(container: Option<&ContainerId>, doing: &str, e: &RuntimeError) -> Self {
+        Self {
+            container: container.cloned(),
+            message: format!("{doing}: {e}"),
+            engine_unreachable: e.is_engine_unreachable(),
+        }
+    }
+}
+
 /// Prepares, creates, starts and inspects a container for `a`.
 async fn start_one<R: ContainerRuntime>(runtime: &R, a: &Assignment) -> Result<Observed, Failure> {
-    let fail = |container: Option<&ContainerId>, doing: &str, e: RuntimeError| Failure {
-        container: container.cloned(),
-        message: format!("{doing}: {e}"),
-        engine_unreachable: e.is_engine_unreachable(),
-    };
     let prepared = runtime
         .prepare(a)
         .await
-        .map_err(|e| fail(None, "prepare", e))?;
+        .map_err(|e| Failure::new(None, "prepare", &e))?;
     let cid = runtime
         .create(a, &prepared)
         .await
-        .map_err(|e| fail(None, "create", e))?;
+        .map_err(|e| Failure::new(None, "create", &e))?;
     runtime
         .start(&cid)
         .await
-        .map_err(|e| fail(Some(&cid), "start", e))?;
+        .map_err(|e| Failure::new(Some(&cid), "start", &e))?;
     runtime
         .inspect(&cid)
         .await
-        .map_err(|e| fail(Some(&cid), "inspect", e))
+        .map_err(|e| Failure::new(Some(&cid), "inspect", &e))
 }
 
 /// Stops and removes an allocation's containers and deletes its files; returns the
@@ -451,13 +457,7 @@ impl<R: ContainerRuntime + 'static> Reconciler<R> {
                     let report = self.report(&id, &a, &obs, state, String::new());
                     self.status.push(report);
                 }
-                Err(f) => self.failed(
-                    &id,
-                    &a,
-                    f.container.as_ref(),
-                    f.message,
-                    f.engine_unreachable,
-                ),
+                Err(f) => self.failed(&id, &a, f),
             }
         }
     }
@@ -986,22 +986,15 @@ impl<R: ContainerRuntime + 'static> Reconciler<R> {
         self.push(id, a, AllocationState::Preparing, None, String::new());
         let prepared = match self.runtime.prepare(a).await {
             Ok(p) => p,
-            Err(e) => {
-                let unreachable = e.is_engine_unreachable();
-                return self.failed(id, a, None, format!("prepare: {e}"), unreachable);
-            }
+            Err(e) => return self.failed(id, a, Failure::new(None, "prepare", &e)),
         };
         let cid = match self.runtime.create(a, &prepared).await {
             Ok(c) => c,
-            Err(e) => {
-                let unreachable = e.is_engine_unreachable();
-                return self.failed(id, a, None, format!("create: {e}"), unreachable);
-            }
+            Err(e) => return self.failed(id, a, Failure::new(None, "create", &e)),
         };
         self.push(id, a, AllocationState::Starting, Some(&cid), String::new());
         if let Err(e) = self.runtime.start(&cid).await {
-            let unreachable = e.is_engine_unreachable();
-            return self.failed(id, a, Some(&cid), format!("start: {e}"), unreachable);
+            return self.failed(id, a, Failure::new(Some(&cid), "start", &e));
         }
         tracing::info!(allocation = %id, container = %cid, "reconcile: container started");
         if let Some(s) = self.allocs.get_mut(id) {
@@ -1077,8 +1070,7 @@ impl<R: ContainerRuntime + 'static> Reconciler<R> {
                 state.restart_count = state.restart_count.saturating_add(1);
                 tracing::info!(allocation = %id, container = %cid, restarts = state.restart_count, "reconcile: restarting container");
                 if let Err(e) = self.runtime.start(cid).await {
-                    let unreachable = e.is_engine_unreachable();
-                    return self.failed(id, a, Some(cid), format!("restart: {e}"), unreachable);
+                    return self.failed(id, a, Failure::new(Some(cid), "restart", &e));
                 }
                 if let Some(s) = self.allocs.get_mut(id) {
                     s.backoff.started(Instant::now());
@@ -1088,19 +1080,18 @@ impl<R: ContainerRuntime + 'static> Reconciler<R> {
         }
     }
 
-    /// An attempt failed: FAILED with `message`, retried after the backoff delay. When
-    /// the engine could not be reached the attempt is not counted (neither the backoff
-    /// nor the restart budget that switches to a fallback moves: a long engine outage
-    /// must not make a healthy service look broken) and is retried after
+    /// An attempt failed: FAILED with its message, retried after the backoff delay.
+    /// When the engine could not be reached the attempt is not counted (neither the
+    /// backoff nor the restart budget that switches to a fallback moves: a long engine
+    /// outage must not make a healthy service look broken) and is retried after
     /// [`ENGINE_RETRY_INITIAL`].
-    fn failed(
-        &mut self,
-        id: &str,
-        a: &Assignment,
-        cid: Option<&ContainerId>,
-        message: String,
-        engine_unreachable: bool,
-    ) {
+    fn failed(&mut self, id: &str, a: &Assignment, failure: Failure) {
+        let Failure {
+            container,
+            message,
+            engine_unreachable,
+        } = failure;
+        let cid = container.as_ref();
         let now = Instant::now();
         let state = self.allocs.get_mut(id).expect("state exists");
         if engine_unreachable {

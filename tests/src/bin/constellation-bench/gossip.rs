@@ -566,11 +566,7 @@ impl CpuSample {
             .lines()
             .filter(|l| l.starts_with("cpu") && !l.starts_with("cpu "))
             .count();
-        let own = std::fs::read_to_string("/proc/self/stat")?;
-        let rest = own.rsplit_once(") ").context("stat format")?.1;
-        let f: Vec<&str> = rest.split_whitespace().collect();
-        let process_ticks = f.get(11).context("utime")?.parse::<u64>()?
-            + f.get(12).context("stime")?.parse::<u64>()?;
+        let process_ticks = crate::cpu_ticks(std::process::id())?;
         Ok(Self {
             machine_busy: total - idle,
             machine_total: total,
@@ -582,11 +578,12 @@ impl CpuSample {
 
     fn since(&self, before: &CpuSample) -> CpuUse {
         let total = (self.machine_total - before.machine_total).max(1) as f64;
-        // Clock ticks are 1/100 s on every Linux this runs on.
         let wall = self.at.duration_since(before.at).as_secs_f64().max(1e-3);
         CpuUse {
             machine_busy: (self.machine_busy - before.machine_busy) as f64 / total,
-            process_cpus: (self.process_ticks - before.process_ticks) as f64 / 100.0 / wall,
+            process_cpus: (self.process_ticks - before.process_ticks) as f64
+                / crate::ticks_per_second()
+                / wall,
             cpus: self.cpus,
         }
     }
