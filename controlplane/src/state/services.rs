@@ -48,10 +48,11 @@ impl State {
         } else {
             ChangeKind::Created
         };
-        let before = current.cloned();
-        let mut service = self.next_service(spec, now);
-        self.retain_previous(&mut service, before.as_ref());
-        let update = self.update_after_change(before.as_ref(), &service, now);
+        // `current` stays borrowed until the insert: the new service is built from it
+        // without copying the old one first.
+        let mut service = self.next_service(spec, current, now);
+        self.retain_previous(&mut service, current);
+        let update = self.update_after_change(current, &service, now);
         service
             .status
             .get_or_insert_with(ServiceStatus::default)
@@ -63,19 +64,34 @@ impl State {
         Ok(result)
     }
 
-    /// The service after `spec` is applied over the current one (or created).
-    pub(super) fn next_service(&self, spec: &ServiceSpec, now: Timestamp) -> Service {
-        let mut service = self
-            .services
-            .get(&spec.name)
-            .cloned()
-            .unwrap_or_else(|| Service {
+    /// The service after `spec` is applied over `current` (or created). Copies only
+    /// what carries over: the old spec becomes the previous one, the old previous spec
+    /// is dropped.
+    pub(super) fn next_service(
+        &self,
+        spec: &ServiceSpec,
+        current: Option<&Service>,
+        now: Timestamp,
+    ) -> Service {
+        let mut service = match current {
+            Some(current) => Service {
+                spec: None,
+                previous_spec: current.spec.clone(),
+                spec_hash: String::new(),
+                version: current.version,
+                created_at: current.created_at,
+                updated_at: None,
+                status: current.status.clone(),
+                retained_versions: current.retained_versions.clone(),
+            },
+            None => Service {
                 created_at: Some(now),
                 ..Default::default()
-            });
+            },
+        };
         service.spec_hash = spec_hash(spec);
         service.updated_at = Some(now);
-        service.previous_spec = service.spec.replace(spec.clone());
+        service.spec = Some(spec.clone());
         service.version = service.version.saturating_add(1);
         let (running, healthy) = self.running_and_healthy(&spec.name);
         let status = service.status.get_or_insert_with(ServiceStatus::default);

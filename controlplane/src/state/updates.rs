@@ -158,7 +158,7 @@ impl State {
     /// counts as for any spec change); `None` without a previous spec.
     fn rolled_back(&self, before: &Service, now: Timestamp) -> Option<Service> {
         let previous = before.previous_spec.as_ref()?;
-        let mut service = self.next_service(previous, now);
+        let mut service = self.next_service(previous, Some(before), now);
         self.retain_previous(&mut service, Some(before));
         Some(service)
     }

@@ -6,7 +6,8 @@
 //! of about 1 KiB encoded (a spec with 512 bytes of environment), one at a time. Prints
 //! committed writes per second, p50/p99 latency and CPU time per write (the members'
 //! and the clients', from /proc: steadier than throughput on a shared machine) per
-//! concurrency level.
+//! concurrency level. Then the same clients send stale reads of their services, which
+//! the leader answers from memory: the ceiling of the gRPC round trip alone here.
 //!
 //! `constellation-bench containers [--count 100]`: N single-container services deployed
 //! through a control plane to one agent on the local Docker engine, against a shell
@@ -191,9 +192,21 @@ async fn main() -> anyhow::Result<()> {
     }
 }
 
+/// What each client sends, one request at a time.
+#[derive(Clone, Copy, PartialEq)]
+enum Load {
+    /// ApplyService writes through Raft.
+    Writes,
+    /// Stale GetService reads of the client's own service, answered by the leader from
+    /// memory: the same clients, connections and server stack without Raft, so the
+    /// ceiling that the gRPC round trip alone puts on this machine.
+    StaleReads,
+}
+
 struct Level {
+    load: Load,
     clients: usize,
-    writes: usize,
+    completed: usize,
     errors: usize,
     elapsed: Duration,
     p50: Duration,
@@ -224,19 +237,26 @@ async fn raft(duration: Duration, levels: &[usize]) -> anyhow::Result<()> {
 
     let pids: Vec<u32> = members.iter().filter_map(|m| m.process.pid()).collect();
     let mut results = Vec::new();
-    for &clients in levels {
-        results.push(run_level(&leader_addr, &pids, clients, duration).await?);
+    for load in [Load::Writes, Load::StaleReads] {
+        for &clients in levels {
+            results.push(run_level(&leader_addr, &pids, load, clients, duration).await?);
+        }
     }
     println!();
     println!(
-        "{:>8} {:>10} {:>8} {:>10} {:>10} {:>14} {:>14}",
-        "clients", "writes/s", "errors", "p50", "p99", "members cpu/w", "clients cpu/w"
+        "{:>12} {:>8} {:>10} {:>8} {:>10} {:>10} {:>14} {:>14}",
+        "load", "clients", "ops/s", "errors", "p50", "p99", "members cpu/op", "clients cpu/op"
     );
     for r in &results {
+        let load = match r.load {
+            Load::Writes => "writes",
+            Load::StaleReads => "stale reads",
+        };
         println!(
-            "{:>8} {:>10.0} {:>8} {:>10.2?} {:>10.2?} {:>14.1?} {:>14.1?}",
+            "{:>12} {:>8} {:>10.0} {:>8} {:>10.2?} {:>10.2?} {:>14.1?} {:>14.1?}",
+            load,
             r.clients,
-            r.writes as f64 / r.elapsed.as_secs_f64(),
+            r.completed as f64 / r.elapsed.as_secs_f64(),
             r.errors,
             r.p50,
             r.p99,
@@ -303,6 +323,7 @@ fn spec(name: String, n: u64) -> pb::ServiceSpec {
 async fn run_level(
     addr: &str,
     member_pids: &[u32],
+    load: Load,
     clients: usize,
     duration: Duration,
 ) -> anyhow::Result<Level> {
@@ -321,14 +342,27 @@ async fn run_level(
         let mut client = channels[c % channels.len()].clone();
         tasks.spawn(async move {
             let (mut latencies, mut errors, mut n) = (Vec::new(), 0usize, 0u64);
+            let name = format!("svc-{clients}-{c}");
             while Instant::now() < deadline {
-                let request = pb::ApplyServiceRequest {
-                    spec: Some(spec(format!("svc-{clients}-{c}"), n)),
-                    ..Default::default()
-                };
                 let sent = Instant::now();
-                match client.apply_service(request).await {
-                    Ok(_) => latencies.push(sent.elapsed()),
+                let answer = match load {
+                    Load::Writes => {
+                        let request = pb::ApplyServiceRequest {
+                            spec: Some(spec(name.clone(), n)),
+                            ..Default::default()
+                        };
+                        client.apply_service(request).await.map(drop)
+                    }
+                    Load::StaleReads => {
+                        let request = pb::GetServiceRequest {
+                            name: name.clone(),
+                            consistency: pb::ReadConsistency::Stale.into(),
+                        };
+                        client.get_service(request).await.map(drop)
+                    }
+                };
+                match answer {
+                    Ok(()) => latencies.push(sent.elapsed()),
                     Err(_) => errors += 1,
                 }
                 n += 1;
@@ -357,8 +391,9 @@ async fn run_level(
             .unwrap_or_default()
     };
     Ok(Level {
+        load,
         clients,
-        writes: latencies.len(),
+        completed: latencies.len(),
         errors,
         elapsed,
         p50: pct(0.50),
