@@ -17,9 +17,41 @@ const BASELINE_LABEL: &str = "constellation.bench";
 /// in the machine's load hits all three alike.
 const ROUNDS: usize = 2;
 /// Concurrency of the parallel baseline (the agent's default start concurrency).
-const PARALLEL: usize = 8;
+pub const PARALLEL: usize = 8;
+
+/// The times of each round, and the agent's resources after the last.
+pub struct Measured {
+    pub sequential: Vec<Duration>,
+    pub parallel: Vec<Duration>,
+    pub ours: Vec<Duration>,
+    pub agent_rss_kib: u64,
+    /// Percent of one CPU over 10 idle seconds.
+    pub agent_idle_cpu: f64,
+}
 
 pub async fn run(count: usize) -> anyhow::Result<()> {
+    let m = measure(count, ROUNDS).await?;
+    let mean = |v: &[Duration]| v.iter().sum::<Duration>() / v.len() as u32;
+    let (seq, par, con) = (mean(&m.sequential), mean(&m.parallel), mean(&m.ours));
+    println!("mean of {ROUNDS} rounds:");
+    println!("  docker run loop:           {seq:>8.2?}");
+    println!("  docker run, xargs -P {PARALLEL}:    {par:>8.2?}");
+    println!(
+        "  constellation (1 agent):   {con:>8.2?}  ({:.2}x the loop, {:.2}x the parallel loop)",
+        con.as_secs_f64() / seq.as_secs_f64(),
+        con.as_secs_f64() / par.as_secs_f64()
+    );
+    println!(
+        "  agent RSS with {count} running: {:.1} MiB",
+        m.agent_rss_kib as f64 / 1024.0
+    );
+    println!("  agent idle CPU over 10 s:  {:.2}%", m.agent_idle_cpu);
+    Ok(())
+}
+
+/// `rounds` interleaved rounds of the loop, the parallel loop and Constellation, each
+/// starting `count` containers; every container is removed after its round.
+pub async fn measure(count: usize, rounds: usize) -> anyhow::Result<Measured> {
     set_echo_logs(false);
     docker::connect()
         .await
@@ -30,7 +62,7 @@ pub async fn run(count: usize) -> anyhow::Result<()> {
     let cp = ControlPlane::start(1, &dir.path().join("cp1"), Start::Bootstrap, None).await?;
     let node = docker::unique_name("bench-node");
     let agent = Agent::start(&node, &cp.api_addr, &dir.path().join("secrets")).await?;
-    let mut client = super::connect(&cp.api_addr)?;
+    let mut client = crate::load::connect(&cp.api_addr)?;
     let pid = agent.process.pid().context("agent pid")?;
 
     let mut sequential = Vec::new();
@@ -38,8 +70,8 @@ pub async fn run(count: usize) -> anyhow::Result<()> {
     let mut ours = Vec::new();
     let mut rss_kib = 0;
     let mut idle_cpu = 0.0;
-    println!("{count} containers on one Docker engine, {ROUNDS} interleaved rounds");
-    for round in 0..ROUNDS {
+    println!("{count} containers on one Docker engine, {rounds} interleaved rounds");
+    for round in 0..rounds {
         let load = loadavg();
         let t = docker_run_loop(count, &image).await?;
         remove_labelled(BASELINE_LABEL, "1").await?;
@@ -58,7 +90,7 @@ pub async fn run(count: usize) -> anyhow::Result<()> {
             "  round {round}: constellation (1 agent)  {t:>8.2?}  (load {load}; the {count} applies took {applied:.2?})"
         );
         ours.push(t);
-        if round + 1 == ROUNDS {
+        if round + 1 == rounds {
             rss_kib = self::rss_kib(pid)?;
             let cpu_before = cpu_ticks(pid)?;
             tokio::time::sleep(Duration::from_secs(10)).await;
@@ -81,23 +113,14 @@ pub async fn run(count: usize) -> anyhow::Result<()> {
             tokio::time::sleep(Duration::from_millis(250)).await;
         }
     }
-    let mean = |v: &[Duration]| v.iter().sum::<Duration>() / v.len() as u32;
-    let (seq, par, con) = (mean(&sequential), mean(&parallel), mean(&ours));
-    println!("mean of {ROUNDS} rounds:");
-    println!("  docker run loop:           {seq:>8.2?}");
-    println!("  docker run, xargs -P {PARALLEL}:    {par:>8.2?}");
-    println!(
-        "  constellation (1 agent):   {con:>8.2?}  ({:.2}x the loop, {:.2}x the parallel loop)",
-        con.as_secs_f64() / seq.as_secs_f64(),
-        con.as_secs_f64() / par.as_secs_f64()
-    );
-    println!(
-        "  agent RSS with {count} running: {:.1} MiB",
-        rss_kib as f64 / 1024.0
-    );
-    println!("  agent idle CPU over 10 s:  {idle_cpu:.2}%");
     remove_labelled("constellation.node", &node).await?;
-    Ok(())
+    Ok(Measured {
+        sequential,
+        parallel,
+        ours,
+        agent_rss_kib: rss_kib,
+        agent_idle_cpu: idle_cpu,
+    })
 }
 
 fn service_name(round: usize, i: usize) -> String {

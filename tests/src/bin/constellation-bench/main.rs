@@ -1,5 +1,9 @@
 //! `constellation-bench`: measurements of Constellation that print their figures.
 //!
+//! `constellation-bench compare [--sections raft,containers] [--rounds 3]`: Constellation
+//! beside etcd and the Docker CLI, interleaved, with medians and ratios; one table and
+//! a JSON file (see `compare.rs`).
+//!
 //! `constellation-bench raft [--seconds N] [--clients 1,16,256]`: a 3-member control
 //! plane of real processes on loopback (sled flushes every log append before it is
 //! acknowledged), driven by concurrent gRPC clients each sending ApplyService writes
@@ -46,15 +50,15 @@
 
 use anyhow::Context;
 use clap::Parser;
-use constellation_proto::v1 as pb;
-use constellation_proto::v1::control_plane_client::ControlPlaneClient;
-use constellation_tests::binaries::{ControlPlane, Start, set_echo_logs};
-use std::time::{Duration, Instant};
-use tonic::transport::Channel;
+use constellation_tests::binaries::set_echo_logs;
+use std::time::Duration;
 
+mod compare;
 mod containers;
+mod etcd;
 mod failover;
 mod gossip;
+mod load;
 mod rest;
 mod scheduler;
 mod traefik;
@@ -67,6 +71,9 @@ struct Args {
 
 #[derive(clap::Subcommand)]
 enum Bench {
+    /// Constellation beside etcd and the Docker CLI on this machine, interleaved; prints
+    /// one table and writes a JSON file.
+    Compare(compare::Options),
     /// Committed writes per second and latency of the Raft control plane.
     Raft {
         /// Seconds of load per concurrency level.
@@ -152,6 +159,7 @@ enum Bench {
 #[tokio::main]
 async fn main() -> anyhow::Result<()> {
     match Args::parse().bench {
+        Bench::Compare(options) => compare::run(options).await,
         Bench::Raft { seconds, clients } => raft(Duration::from_secs(seconds), &clients).await,
         Bench::Containers { count } => containers::run(count).await,
         Bench::Failover { trials } => failover::run(trials).await,
@@ -192,215 +200,23 @@ async fn main() -> anyhow::Result<()> {
     }
 }
 
-/// What each client sends, one request at a time.
-#[derive(Clone, Copy, PartialEq)]
-enum Load {
-    /// ApplyService writes through Raft.
-    Writes,
-    /// Stale GetService reads of the client's own service, answered by the leader from
-    /// memory: the same clients, connections and server stack without Raft, so the
-    /// ceiling that the gRPC round trip alone puts on this machine.
-    StaleReads,
-}
-
-struct Level {
-    load: Load,
-    clients: usize,
-    completed: usize,
-    errors: usize,
-    elapsed: Duration,
-    p50: Duration,
-    p99: Duration,
-    /// CPU time of the three members per committed write (user plus system).
-    members_cpu_per_write: Duration,
-    /// CPU time of this process (the clients) per committed write.
-    clients_cpu_per_write: Duration,
-}
-
 async fn raft(duration: Duration, levels: &[usize]) -> anyhow::Result<()> {
     set_echo_logs(false);
     let dir = tempfile::tempdir()?;
-    let first = ControlPlane::start(1, &dir.path().join("cp1"), Start::Bootstrap, None).await?;
-    let seed = first.api_addr.clone();
-    let mut members = vec![first];
-    for id in [2, 3] {
-        let dir = dir.path().join(format!("cp{id}"));
-        members.push(ControlPlane::start(id, &dir, Start::Join(seed.clone()), None).await?);
-    }
-    let leader = wait_for_three_voters(&seed).await?;
-    let leader_addr = members
-        .iter()
-        .find(|m| m.id == leader)
-        .map(|m| m.api_addr.clone())
-        .context("leader is one of ours")?;
-    println!("3 members on loopback, leader {leader} at {leader_addr}; {duration:?} per level");
-
-    let pids: Vec<u32> = members.iter().filter_map(|m| m.process.pid()).collect();
+    let cluster = load::Cluster::start(dir.path()).await?;
+    let leader = &cluster.leader_addr;
+    println!("3 members on loopback, leader at {leader}; {duration:?} per level");
+    let pids = cluster.pids();
     let mut results = Vec::new();
-    for load in [Load::Writes, Load::StaleReads] {
+    for load in [load::Load::Writes, load::Load::StaleReads] {
         for &clients in levels {
-            results.push(run_level(&leader_addr, &pids, load, clients, duration).await?);
+            results.push(load::run_level(leader, &pids, load, clients, duration).await?);
         }
     }
     println!();
-    println!(
-        "{:>12} {:>8} {:>10} {:>8} {:>10} {:>10} {:>14} {:>14}",
-        "load", "clients", "ops/s", "errors", "p50", "p99", "members cpu/op", "clients cpu/op"
-    );
-    for r in &results {
-        let load = match r.load {
-            Load::Writes => "writes",
-            Load::StaleReads => "stale reads",
-        };
-        println!(
-            "{:>12} {:>8} {:>10.0} {:>8} {:>10.2?} {:>10.2?} {:>14.1?} {:>14.1?}",
-            load,
-            r.clients,
-            r.completed as f64 / r.elapsed.as_secs_f64(),
-            r.errors,
-            r.p50,
-            r.p99,
-            r.members_cpu_per_write,
-            r.clients_cpu_per_write,
-        );
-    }
-    for m in members.iter_mut() {
-        let _ = m.process.terminate(Duration::from_secs(15)).await;
-    }
+    load::print_levels(&results);
+    cluster.stop().await;
     Ok(())
-}
-
-async fn wait_for_three_voters(addr: &str) -> anyhow::Result<u64> {
-    let mut client = connect(addr)?;
-    for _ in 0..300 {
-        if let Ok(status) = client.cluster_status(pb::ClusterStatusRequest {}).await {
-            let status = status.into_inner();
-            let voters = status
-                .members
-                .iter()
-                .filter(|m| m.role() == pb::MemberRole::Voter)
-                .count();
-            if let (3, Some(leader)) = (voters, status.leader_id) {
-                return Ok(leader);
-            }
-        }
-        tokio::time::sleep(Duration::from_millis(100)).await;
-    }
-    anyhow::bail!("the cluster did not form")
-}
-
-pub(crate) fn connect(addr: &str) -> anyhow::Result<ControlPlaneClient<Channel>> {
-    let channel = Channel::from_shared(format!("http://{addr}"))?
-        .timeout(Duration::from_secs(30))
-        .connect_lazy();
-    Ok(ControlPlaneClient::new(channel))
-}
-
-/// A spec like an operator's: an image, a port, a health check and 512 bytes of env.
-fn spec(name: String, n: u64) -> pb::ServiceSpec {
-    pb::ServiceSpec {
-        name,
-        image: "registry.example.com/team/web:1.4.2".into(),
-        env: [("PAYLOAD".to_string(), format!("{n:0>512}"))].into(),
-        labels: [("traefik.enable".to_string(), "true".to_string())].into(),
-        ports: vec![pb::PortSpec {
-            container_port: 8080,
-            ..Default::default()
-        }],
-        health_check: Some(pb::HealthCheck {
-            test: vec![
-                "CMD".into(),
-                "wget".into(),
-                "-q".into(),
-                "localhost:8080".into(),
-            ],
-            ..Default::default()
-        }),
-        ..Default::default()
-    }
-}
-
-async fn run_level(
-    addr: &str,
-    member_pids: &[u32],
-    load: Load,
-    clients: usize,
-    duration: Duration,
-) -> anyhow::Result<Level> {
-    let members_ticks =
-        || -> anyhow::Result<u64> { member_pids.iter().map(|&pid| cpu_ticks(pid)).sum() };
-    let own_pid = std::process::id();
-    let (members_before, own_before) = (members_ticks()?, cpu_ticks(own_pid)?);
-    // A few channels shared by the clients, as many services share a client pool.
-    let channels: Vec<_> = (0..clients.clamp(1, 8))
-        .map(|_| connect(addr))
-        .collect::<anyhow::Result<_>>()?;
-    let start = Instant::now();
-    let deadline = start + duration;
-    let mut tasks = tokio::task::JoinSet::new();
-    for c in 0..clients {
-        let mut client = channels[c % channels.len()].clone();
-        tasks.spawn(async move {
-            let (mut latencies, mut errors, mut n) = (Vec::new(), 0usize, 0u64);
-            let name = format!("svc-{clients}-{c}");
-            while Instant::now() < deadline {
-                let sent = Instant::now();
-                let answer = match load {
-                    Load::Writes => {
-                        let request = pb::ApplyServiceRequest {
-                            spec: Some(spec(name.clone(), n)),
-                            ..Default::default()
-                        };
-                        client.apply_service(request).await.map(drop)
-                    }
-                    Load::StaleReads => {
-                        let request = pb::GetServiceRequest {
-                            name: name.clone(),
-                            consistency: pb::ReadConsistency::Stale.into(),
-                        };
-                        client.get_service(request).await.map(drop)
-                    }
-                };
-                match answer {
-                    Ok(()) => latencies.push(sent.elapsed()),
-                    Err(_) => errors += 1,
-                }
-                n += 1;
-            }
-            (latencies, errors)
-        });
-    }
-    let (mut latencies, mut errors) = (Vec::new(), 0);
-    while let Some(joined) = tasks.join_next().await {
-        let (l, e) = joined?;
-        latencies.extend(l);
-        errors += e;
-    }
-    let elapsed = start.elapsed();
-    let (members_after, own_after) = (members_ticks()?, cpu_ticks(own_pid)?);
-    let per_write = |ticks: u64| {
-        Duration::from_secs_f64(ticks as f64 / ticks_per_second() / latencies.len().max(1) as f64)
-    };
-    let members_cpu_per_write = per_write(members_after - members_before);
-    let clients_cpu_per_write = per_write(own_after - own_before);
-    latencies.sort();
-    let pct = |p: f64| {
-        latencies
-            .get(((latencies.len() as f64 * p) as usize).min(latencies.len().saturating_sub(1)))
-            .copied()
-            .unwrap_or_default()
-    };
-    Ok(Level {
-        load,
-        clients,
-        completed: latencies.len(),
-        errors,
-        elapsed,
-        p50: pct(0.50),
-        p99: pct(0.99),
-        members_cpu_per_write,
-        clients_cpu_per_write,
-    })
 }
 
 /// User plus system CPU time of `pid`, in clock ticks.

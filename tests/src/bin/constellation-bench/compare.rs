@@ -1,0 +1,393 @@
+//! `constellation-bench compare`: Constellation beside the real systems operators would
+//! run instead, on this machine, in the same run. Each comparison runs both sides
+//! interleaved (A, B, A, B...) and reports medians and the ratio of Constellation's
+//! median to the peer's. The runner installs nothing: it checks for each peer first
+//! and says how to install what is missing. It prints one table and writes the same
+//! figures, with every round's raw values, to a JSON file.
+//!
+//! Sections:
+//! - `raft`: a 3-member Constellation control plane against a 3-member etcd cluster,
+//!   both on loopback with fsync on, driven by the same load generator ([`crate::load`])
+//!   at each concurrency level.
+//! - `containers`: N containers started by a shell loop of `docker run -d` (sequential
+//!   and `xargs -P 8`) against N single-container services deployed through
+//!   Constellation to one agent on the same engine.
+
+use crate::containers;
+use crate::etcd::{EtcdCluster, find_binary};
+use crate::load::{self, Load};
+use serde_json::{Value, json};
+use std::path::PathBuf;
+use std::time::Duration;
+
+#[derive(Clone, Copy, PartialEq, Eq, Debug, clap::ValueEnum)]
+pub enum Section {
+    Raft,
+    Containers,
+}
+
+#[derive(clap::Args)]
+pub struct Options {
+    /// Comparisons to run.
+    #[arg(long, value_delimiter = ',', default_value = "raft,containers")]
+    pub sections: Vec<Section>,
+    /// Interleaved rounds of each comparison (medians are reported).
+    #[arg(long, default_value_t = 3)]
+    pub rounds: usize,
+    /// Seconds of load per Raft level and round.
+    #[arg(long, default_value_t = 5)]
+    pub seconds: u64,
+    /// Raft concurrency levels.
+    #[arg(long, value_delimiter = ',', default_value = "1,16,256")]
+    pub clients: Vec<usize>,
+    /// Containers started per round.
+    #[arg(long, default_value_t = 100)]
+    pub containers: usize,
+    /// Where the JSON results go.
+    #[arg(long, default_value = "bench-results.json")]
+    pub out: PathBuf,
+}
+
+/// One line of the summary table. `ratio` is Constellation's median over the peer's.
+struct Row {
+    section: &'static str,
+    metric: String,
+    ours: f64,
+    peer: Option<f64>,
+    unit: &'static str,
+    /// The goal as a bound on the ratio (or on our value when there is no peer).
+    goal: Goal,
+}
+
+#[derive(Clone, Copy)]
+enum Goal {
+    /// ratio at least this (higher is better).
+    RatioAtLeast(f64),
+    /// ratio at most this (lower is better).
+    RatioAtMost(f64),
+    /// Constellation's value at most this (no peer).
+    AtMost(f64),
+    /// Reported, no goal.
+    None,
+}
+
+impl Row {
+    fn ratio(&self) -> Option<f64> {
+        self.peer.filter(|p| *p > 0.0).map(|p| self.ours / p)
+    }
+
+    fn goal_text(&self) -> String {
+        match self.goal {
+            Goal::RatioAtLeast(r) => format!(">= {r:.1}x"),
+            Goal::RatioAtMost(r) => format!("<= {r:.1}x"),
+            Goal::AtMost(v) => format!("<= {v} {}", self.unit),
+            Goal::None => "-".into(),
+        }
+    }
+
+    fn met(&self) -> Option<bool> {
+        match self.goal {
+            Goal::RatioAtLeast(r) => self.ratio().map(|x| x >= r),
+            Goal::RatioAtMost(r) => self.ratio().map(|x| x <= r),
+            Goal::AtMost(v) => Some(self.ours <= v),
+            Goal::None => None,
+        }
+    }
+
+    fn to_json(&self) -> Value {
+        json!({
+            "section": self.section,
+            "metric": self.metric,
+            "unit": self.unit,
+            "constellation": self.ours,
+            "peer": self.peer,
+            "ratio": self.ratio(),
+            "goal": self.goal_text(),
+            "met": self.met(),
+        })
+    }
+}
+
+pub async fn run(options: Options) -> anyhow::Result<()> {
+    anyhow::ensure!(options.rounds >= 1, "--rounds: at least 1");
+    anyhow::ensure!(!options.clients.is_empty(), "--clients: at least one level");
+    // Every peer is checked before anything starts, so a missing one costs no time.
+    for section in &options.sections {
+        match section {
+            Section::Raft => {
+                find_binary("etcd", "etcd-server")?;
+            }
+            Section::Containers => {
+                find_binary("docker", "docker.io")?;
+            }
+        }
+    }
+    constellation_tests::binaries::set_echo_logs(false);
+    let started_at = humantime::format_rfc3339_seconds(std::time::SystemTime::now());
+    let mut rows = Vec::new();
+    let mut sections = serde_json::Map::new();
+    for section in &options.sections {
+        let (name, detail) = match section {
+            Section::Raft => ("raft", raft(&options, &mut rows).await?),
+            Section::Containers => ("containers", containers(&options, &mut rows).await?),
+        };
+        sections.insert(name.into(), detail);
+    }
+    print_table(&rows);
+    let results = json!({
+        "started_at": started_at.to_string(),
+        "command": std::env::args().collect::<Vec<_>>().join(" "),
+        "machine": machine(),
+        "rounds": options.rounds,
+        "table": rows.iter().map(Row::to_json).collect::<Vec<_>>(),
+        "sections": sections,
+    });
+    std::fs::write(&options.out, serde_json::to_vec_pretty(&results)?)?;
+    println!("\nresults written to {}", options.out.display());
+    Ok(())
+}
+
+/// One figure (the median over rounds) of one side's levels.
+type Figure = fn(&[load::Level]) -> f64;
+
+/// Both clusters run for the whole section; at each level the two take turns.
+async fn raft(options: &Options, rows: &mut Vec<Row>) -> anyhow::Result<Value> {
+    let dir = tempfile::tempdir()?;
+    let ours = load::Cluster::start(&dir.path().join("constellation")).await?;
+    let etcd_dir = dir.path().join("etcd");
+    std::fs::create_dir_all(&etcd_dir)?;
+    let etcd = match EtcdCluster::start(&etcd_dir).await {
+        Ok(etcd) => etcd,
+        Err(e) => {
+            ours.stop().await;
+            return Err(e);
+        }
+    };
+    let duration = Duration::from_secs(options.seconds);
+    println!(
+        "raft: 3 Constellation members (leader {}) and 3 etcd members (leader {}, {}) on \
+         loopback; {} rounds of {duration:?} per level",
+        ours.leader_addr, etcd.leader_addr, etcd.version, options.rounds
+    );
+    let (our_pids, etcd_pids) = (ours.pids(), etcd.pids());
+    let etcd_version = etcd.version.clone();
+    let mut levels = Vec::new();
+    let measured = async {
+        for &clients in &options.clients {
+            let (mut a, mut b) = (Vec::new(), Vec::new());
+            for round in 0..options.rounds {
+                let ours = load::run_level(
+                    &ours.leader_addr,
+                    &our_pids,
+                    Load::Writes,
+                    clients,
+                    duration,
+                )
+                .await?;
+                let peer = load::run_level(
+                    &etcd.leader_addr,
+                    &etcd_pids,
+                    Load::EtcdPuts,
+                    clients,
+                    duration,
+                )
+                .await?;
+                println!(
+                    "  {clients:>3} clients, round {round}: constellation {:>7.0}/s p99 {:>8.2?}   \
+                     etcd {:>7.0}/s p99 {:>8.2?}",
+                    ours.ops_per_second(),
+                    ours.p99,
+                    peer.ops_per_second(),
+                    peer.p99
+                );
+                a.push(ours);
+                b.push(peer);
+            }
+            levels.push((clients, a, b));
+        }
+        anyhow::Ok(())
+    }
+    .await;
+    ours.stop().await;
+    etcd.stop().await;
+    measured?;
+
+    let mut detail = Vec::new();
+    for (clients, a, b) in &levels {
+        let throughput = |v: &[load::Level]| median(v.iter().map(|l| l.ops_per_second()));
+        let p50 = |v: &[load::Level]| median(v.iter().map(|l| ms(l.p50)));
+        let p99 = |v: &[load::Level]| median(v.iter().map(|l| ms(l.p99)));
+        let cpu = |v: &[load::Level]| median(v.iter().map(|l| us(l.servers_cpu_per_op)));
+        let throughput_goal = if *clients >= 256 { 3.0 } else { 1.0 };
+        let figures: [(&str, Figure, &str, Goal); 3] = [
+            (
+                "writes/s",
+                throughput,
+                "writes/s",
+                Goal::RatioAtLeast(throughput_goal),
+            ),
+            ("p99 latency", p99, "ms", Goal::None),
+            ("servers' CPU per write", cpu, "µs", Goal::None),
+        ];
+        for (metric, figure, unit, goal) in figures {
+            rows.push(Row {
+                section: "raft",
+                metric: format!("{metric}, {clients} clients"),
+                ours: figure(a),
+                peer: Some(figure(b)),
+                unit,
+                goal,
+            });
+        }
+        let side = |v: &[load::Level]| {
+            let rounds = |f: fn(&load::Level) -> f64| v.iter().map(f).collect::<Vec<_>>();
+            json!({
+                "writes_per_second": rounds(load::Level::ops_per_second),
+                "p50_ms": rounds(|l| ms(l.p50)),
+                "p99_ms": rounds(|l| ms(l.p99)),
+                "errors": rounds(|l| l.errors as f64),
+                "servers_cpu_per_write_us": rounds(|l| us(l.servers_cpu_per_op)),
+                "clients_cpu_per_write_us": rounds(|l| us(l.clients_cpu_per_op)),
+                "median": {
+                    "writes_per_second": throughput(v),
+                    "p50_ms": p50(v),
+                    "p99_ms": p99(v),
+                    "servers_cpu_per_write_us": cpu(v),
+                },
+            })
+        };
+        detail.push(json!({
+            "clients": clients,
+            "constellation": side(a),
+            "etcd": side(b),
+        }));
+    }
+    Ok(json!({
+        "etcd_version": etcd_version,
+        "seconds_per_level": options.seconds,
+        "value_bytes": 512,
+        "levels": detail,
+    }))
+}
+
+async fn containers(options: &Options, rows: &mut Vec<Row>) -> anyhow::Result<Value> {
+    let count = options.containers;
+    let m = containers::measure(count, options.rounds).await?;
+    let secs = |v: &[Duration]| v.iter().map(Duration::as_secs_f64).collect::<Vec<_>>();
+    let (seq, par, ours) = (
+        median(secs(&m.sequential)),
+        median(secs(&m.parallel)),
+        median(secs(&m.ours)),
+    );
+    rows.push(Row {
+        section: "containers",
+        metric: format!("{count} running, against `docker run` loop"),
+        ours,
+        peer: Some(seq),
+        unit: "s",
+        goal: Goal::RatioAtMost(1.0),
+    });
+    rows.push(Row {
+        section: "containers",
+        metric: format!(
+            "{count} running, against `xargs -P {}` loop",
+            containers::PARALLEL
+        ),
+        ours,
+        peer: Some(par),
+        unit: "s",
+        goal: Goal::RatioAtMost(1.0),
+    });
+    rows.push(Row {
+        section: "containers",
+        metric: format!("agent RSS with {count} running"),
+        ours: m.agent_rss_kib as f64 / 1024.0,
+        peer: None,
+        unit: "MiB",
+        goal: Goal::AtMost(30.0),
+    });
+    Ok(json!({
+        "count": count,
+        "docker_run_loop_s": secs(&m.sequential),
+        "docker_run_parallel_s": secs(&m.parallel),
+        "constellation_s": secs(&m.ours),
+        "agent_rss_kib": m.agent_rss_kib,
+        "agent_idle_cpu_percent": m.agent_idle_cpu,
+    }))
+}
+
+fn print_table(rows: &[Row]) {
+    println!();
+    println!(
+        "{:<11} {:<44} {:>14} {:>14} {:>8} {:>10} {:>5}",
+        "section", "metric", "constellation", "peer", "ratio", "goal", "met"
+    );
+    for row in rows {
+        let value = |v: f64| format!("{} {}", significant(v), row.unit);
+        println!(
+            "{:<11} {:<44} {:>14} {:>14} {:>8} {:>10} {:>5}",
+            row.section,
+            row.metric,
+            value(row.ours),
+            row.peer.map(value).unwrap_or_else(|| "-".into()),
+            row.ratio()
+                .map(|r| format!("{r:.2}x"))
+                .unwrap_or_else(|| "-".into()),
+            row.goal_text(),
+            match row.met() {
+                Some(true) => "yes",
+                Some(false) => "no",
+                None => "-",
+            }
+        );
+    }
+}
+
+/// Three significant digits, without exponent.
+fn significant(v: f64) -> String {
+    match v.abs() {
+        a if a >= 100.0 => format!("{v:.0}"),
+        a if a >= 10.0 => format!("{v:.1}"),
+        _ => format!("{v:.2}"),
+    }
+}
+
+fn median(values: impl IntoIterator<Item = f64>) -> f64 {
+    let mut v: Vec<f64> = values.into_iter().collect();
+    v.sort_by(f64::total_cmp);
+    match v.len() {
+        0 => f64::NAN,
+        n if n % 2 == 1 => v[n / 2],
+        n => (v[n / 2 - 1] + v[n / 2]) / 2.0,
+    }
+}
+
+fn ms(d: Duration) -> f64 {
+    d.as_secs_f64() * 1e3
+}
+
+fn us(d: Duration) -> f64 {
+    d.as_secs_f64() * 1e6
+}
+
+/// What the figures ran on.
+fn machine() -> Value {
+    let read = |path: &str| std::fs::read_to_string(path).unwrap_or_default();
+    let cpuinfo = read("/proc/cpuinfo");
+    let model = cpuinfo
+        .lines()
+        .find_map(|l| l.strip_prefix("model name"))
+        .map(|l| l.trim_start_matches([' ', '\t', ':']).to_owned());
+    let meminfo = read("/proc/meminfo");
+    let mem_kib = meminfo
+        .lines()
+        .find_map(|l| l.strip_prefix("MemTotal:"))
+        .and_then(|l| l.split_whitespace().next()?.parse::<u64>().ok());
+    json!({
+        "cpus": std::thread::available_parallelism().map(|n| n.get()).ok(),
+        "cpu_model": model,
+        "memory_gib": mem_kib.map(|k| (k as f64 / 1024.0 / 1024.0 * 10.0).round() / 10.0),
+        "kernel": read("/proc/sys/kernel/osrelease").trim(),
+        "load_average_at_start": read("/proc/loadavg").split_whitespace().take(3).collect::<Vec<_>>().join(" "),
+    })
+}

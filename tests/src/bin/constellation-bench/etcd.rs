@@ -1,0 +1,185 @@
+//! Peer processes of the comparison (etcd, Serf): finding their binaries, free loopback
+//! ports, and a 3-member etcd cluster on loopback with etcd's defaults (every WAL
+//! write fsynced before it is acknowledged), stopped and removed on drop.
+
+use anyhow::Context;
+use std::path::{Path, PathBuf};
+use std::process::Stdio;
+use std::time::Duration;
+use tokio::process::{Child, Command};
+
+/// The path of `binary` on `PATH`, or an error telling how to install it.
+pub fn find_binary(binary: &str, package: &str) -> anyhow::Result<PathBuf> {
+    let path = std::env::var_os("PATH").unwrap_or_default();
+    std::env::split_paths(&path)
+        .map(|dir| dir.join(binary))
+        .find(|candidate| candidate.is_file())
+        .with_context(|| {
+            format!("`{binary}` is not installed; install it with `apt-get install -y {package}`")
+        })
+}
+
+/// A loopback port free at the time of the call, for peers that cannot be handed an
+/// already-bound listener (etcd, Serf). Another process could take it before the peer
+/// binds it; the peer then fails to start and says so.
+pub fn free_port() -> anyhow::Result<u16> {
+    let listener = std::net::TcpListener::bind("127.0.0.1:0")?;
+    Ok(listener.local_addr()?.port())
+}
+
+/// One peer process; its output goes to `<dir>/<name>.log`.
+pub struct PeerProcess {
+    child: Child,
+}
+
+impl PeerProcess {
+    pub fn spawn(name: &str, binary: &Path, args: &[String], dir: &Path) -> anyhow::Result<Self> {
+        let log = std::fs::File::create(dir.join(format!("{name}.log")))?;
+        let child = Command::new(binary)
+            .args(args)
+            .stdin(Stdio::null())
+            .stdout(log.try_clone()?)
+            .stderr(log)
+            .kill_on_drop(true)
+            .spawn()
+            .with_context(|| format!("starting {}", binary.display()))?;
+        Ok(Self { child })
+    }
+
+    pub fn pid(&self) -> Option<u32> {
+        self.child.id()
+    }
+
+    /// SIGTERM, then SIGKILL if it has not exited within `timeout`.
+    pub async fn stop(&mut self, timeout: Duration) {
+        if let Some(pid) = self.child.id() {
+            let _ = std::process::Command::new("kill")
+                .args(["-TERM", &pid.to_string()])
+                .status();
+        }
+        if tokio::time::timeout(timeout, self.child.wait())
+            .await
+            .is_err()
+        {
+            let _ = self.child.kill().await;
+        }
+    }
+}
+
+/// Three etcd members on loopback, data in `dir`.
+pub struct EtcdCluster {
+    members: Vec<PeerProcess>,
+    /// `host:port` of the leader's client URL.
+    pub leader_addr: String,
+    pub version: String,
+}
+
+impl EtcdCluster {
+    pub async fn start(dir: &Path) -> anyhow::Result<Self> {
+        let etcd = find_binary("etcd", "etcd-server")?;
+        let version = std::process::Command::new(&etcd)
+            .arg("--version")
+            .output()
+            .ok()
+            .and_then(|o| String::from_utf8(o.stdout).ok())
+            .and_then(|s| s.lines().next().map(str::to_owned))
+            .unwrap_or_default();
+        let ports: Vec<(u16, u16)> = (0..3)
+            .map(|_| Ok((free_port()?, free_port()?)))
+            .collect::<anyhow::Result<_>>()?;
+        let initial_cluster = ports
+            .iter()
+            .enumerate()
+            .map(|(i, (_, peer))| format!("e{i}=http://127.0.0.1:{peer}"))
+            .collect::<Vec<_>>()
+            .join(",");
+        let mut members = Vec::new();
+        let mut client_addrs = Vec::new();
+        for (i, (client, peer)) in ports.iter().enumerate() {
+            let name = format!("e{i}");
+            let args: Vec<String> = [
+                "--name",
+                &name,
+                "--data-dir",
+                &dir.join(&name).display().to_string(),
+                "--listen-client-urls",
+                &format!("http://127.0.0.1:{client}"),
+                "--advertise-client-urls",
+                &format!("http://127.0.0.1:{client}"),
+                "--listen-peer-urls",
+                &format!("http://127.0.0.1:{peer}"),
+                "--initial-advertise-peer-urls",
+                &format!("http://127.0.0.1:{peer}"),
+                "--initial-cluster",
+                &initial_cluster,
+                "--initial-cluster-token",
+                "constellation-bench",
+                "--initial-cluster-state",
+                "new",
+                "--logger",
+                "zap",
+                "--log-level",
+                "error",
+            ]
+            .iter()
+            .map(|s| s.to_string())
+            .collect();
+            members.push(PeerProcess::spawn(&name, &etcd, &args, dir)?);
+            client_addrs.push(format!("127.0.0.1:{client}"));
+        }
+        let leader_addr = wait_for_leader(&client_addrs).await.with_context(|| {
+            format!(
+                "etcd did not form a cluster; its logs are in {}",
+                dir.display()
+            )
+        })?;
+        Ok(Self {
+            members,
+            leader_addr,
+            version,
+        })
+    }
+
+    pub fn pids(&self) -> Vec<u32> {
+        self.members.iter().filter_map(PeerProcess::pid).collect()
+    }
+
+    pub async fn stop(mut self) {
+        for member in &mut self.members {
+            member.stop(Duration::from_secs(10)).await;
+        }
+    }
+}
+
+/// The client address of the member that is leader, once every member agrees on one.
+async fn wait_for_leader(addrs: &[String]) -> anyhow::Result<String> {
+    let deadline = tokio::time::Instant::now() + Duration::from_secs(30);
+    loop {
+        let mut leaders = Vec::new();
+        let mut leader_addr = None;
+        for addr in addrs {
+            let status = async {
+                let mut client =
+                    etcd_client::Client::connect([format!("http://{addr}")], None).await?;
+                client.status().await
+            };
+            let Ok(Ok(status)) = tokio::time::timeout(Duration::from_secs(2), status).await else {
+                continue;
+            };
+            let own_id = status.header().map(|h| h.member_id());
+            if status.leader() != 0 && own_id == Some(status.leader()) {
+                leader_addr = Some(addr.clone());
+            }
+            leaders.push(status.leader());
+        }
+        let agreed = leaders.len() == addrs.len() && leaders.iter().all(|&l| l == leaders[0]);
+        if let (true, Some(addr)) = (agreed, leader_addr) {
+            return Ok(addr);
+        }
+        anyhow::ensure!(
+            tokio::time::Instant::now() < deadline,
+            "no agreed leader within 30 s"
+        );
+        tokio::time::sleep(Duration::from_millis(200)).await;
+    }
+}
