@@ -9,13 +9,19 @@
 //! - `raft`: a 3-member Constellation control plane against a 3-member etcd cluster,
 //!   both on loopback with fsync on, driven by the same load generator ([`crate::load`])
 //!   at each concurrency level.
+//! - `gossip`: N Constellation gossip members (the agent's module, in this process) and
+//!   N Serf agents with Serf's defaults, each side alone on the machine in turn. Each
+//!   side binds its own loopback address and iptables counts the IP bytes sent from
+//!   it, so both are counted the same way. Detection is the time from a SIGKILL (for
+//!   our members, their task aborted) to the first report by any other member.
 //! - `containers`: N containers started by a shell loop of `docker run -d` (sequential
 //!   and `xargs -P 8`) against N single-container services deployed through
 //!   Constellation to one agent on the same engine.
 
 use crate::containers;
-use crate::etcd::{EtcdCluster, find_binary};
+use crate::etcd::EtcdCluster;
 use crate::load::{self, Load};
+use crate::peers::find_binary;
 use serde_json::{Value, json};
 use std::path::PathBuf;
 use std::time::Duration;
@@ -23,13 +29,14 @@ use std::time::Duration;
 #[derive(Clone, Copy, PartialEq, Eq, Debug, clap::ValueEnum)]
 pub enum Section {
     Raft,
+    Gossip,
     Containers,
 }
 
 #[derive(clap::Args)]
 pub struct Options {
     /// Comparisons to run.
-    #[arg(long, value_delimiter = ',', default_value = "raft,containers")]
+    #[arg(long, value_delimiter = ',', default_value = "raft,gossip,containers")]
     pub sections: Vec<Section>,
     /// Interleaved rounds of each comparison (medians are reported).
     #[arg(long, default_value_t = 3)]
@@ -40,6 +47,18 @@ pub struct Options {
     /// Raft concurrency levels.
     #[arg(long, value_delimiter = ',', default_value = "1,16,256")]
     pub clients: Vec<usize>,
+    /// Gossip cluster sizes.
+    #[arg(long, value_delimiter = ',', default_value = "50,200")]
+    pub gossip_members: Vec<usize>,
+    /// Interleaved rounds of the gossip comparison (each side's runs take minutes).
+    #[arg(long, default_value_t = 2)]
+    pub gossip_rounds: usize,
+    /// Steady-state seconds in which gossip bytes are counted, per run.
+    #[arg(long, default_value_t = 30)]
+    pub gossip_steady: u64,
+    /// Kill-and-detect trials per gossip run.
+    #[arg(long, default_value_t = 5)]
+    pub gossip_trials: usize,
     /// Containers started per round.
     #[arg(long, default_value_t = 100)]
     pub containers: usize,
@@ -117,6 +136,10 @@ pub async fn run(options: Options) -> anyhow::Result<()> {
             Section::Raft => {
                 find_binary("etcd", "etcd-server")?;
             }
+            Section::Gossip => {
+                find_binary("serf", "serf")?;
+                find_binary("iptables", "iptables")?;
+            }
             Section::Containers => {
                 find_binary("docker", "docker.io")?;
             }
@@ -129,6 +152,7 @@ pub async fn run(options: Options) -> anyhow::Result<()> {
     for section in &options.sections {
         let (name, detail) = match section {
             Section::Raft => ("raft", raft(&options, &mut rows).await?),
+            Section::Gossip => ("gossip", gossip(&options, &mut rows).await?),
             Section::Containers => ("containers", containers(&options, &mut rows).await?),
         };
         sections.insert(name.into(), detail);
@@ -270,6 +294,119 @@ async fn raft(options: &Options, rows: &mut Vec<Row>) -> anyhow::Result<Value> {
     }))
 }
 
+/// Quiet time after a gossip cluster converged before its bytes are counted: what
+/// joining sent (Serf's join events, our feeds) is not steady state.
+const GOSSIP_SETTLE: Duration = Duration::from_secs(10);
+
+/// Loopback addresses of the two gossip sides, so iptables tells their bytes apart.
+const OUR_GOSSIP_ADDR: [u8; 4] = [127, 0, 0, 2];
+const SERF_ADDR: [u8; 4] = [127, 0, 0, 3];
+
+async fn gossip(options: &Options, rows: &mut Vec<Row>) -> anyhow::Result<Value> {
+    let steady = Duration::from_secs(options.gossip_steady);
+    let mut detail = Vec::new();
+    let mut serf_version = String::new();
+    for &members in &options.gossip_members {
+        anyhow::ensure!(members >= 3, "--gossip-members: at least 3 per cluster");
+        let (mut ours, mut serf) = (Vec::new(), Vec::new());
+        for round in 0..options.gossip_rounds {
+            println!("gossip: {members} members, round {round}: constellation");
+            let measured = crate::gossip::run(crate::gossip::Options {
+                members,
+                settle: GOSSIP_SETTLE,
+                // No extra watch for false positives beyond the trials.
+                duration: Duration::ZERO,
+                trials: options.gossip_trials,
+                steady,
+                probe_period: None,
+                suspect_to_down: None,
+                local_health: true,
+                bind: OUR_GOSSIP_ADDR.into(),
+                iptables: true,
+            })
+            .await?;
+            ours.push(measured);
+            println!("gossip: {members} members, round {round}: serf");
+            let dir = tempfile::tempdir()?;
+            let serf_options = crate::serf::Options {
+                members,
+                settle: GOSSIP_SETTLE,
+                steady,
+                trials: options.gossip_trials,
+                bind: SERF_ADDR.into(),
+            };
+            let measured = crate::serf::measure(&serf_options, dir.path()).await?;
+            serf_version = measured.version.clone();
+            serf.push(measured);
+        }
+        let our_bytes: Vec<f64> = ours
+            .iter()
+            .map(|m| m.iptables_bytes_per_second.unwrap_or(f64::NAN))
+            .collect();
+        let serf_bytes: Vec<f64> = serf.iter().map(|m| m.bytes_per_second).collect();
+        let our_detection: Vec<f64> = ours
+            .iter()
+            .flat_map(|m| m.detection.iter().map(|d| d.as_secs_f64()))
+            .collect();
+        let serf_detection: Vec<f64> = serf
+            .iter()
+            .flat_map(|m| m.detection.iter().map(|d| d.as_secs_f64()))
+            .collect();
+        let our_false: usize = ours.iter().map(|m| m.false_positives).sum();
+        let serf_false: usize = serf.iter().map(|m| m.false_positives).sum();
+        rows.push(Row {
+            section: "gossip",
+            metric: format!("bytes/s per member, {members} members"),
+            ours: median(our_bytes.iter().copied()),
+            peer: Some(median(serf_bytes.iter().copied())),
+            unit: "B/s",
+            goal: Goal::RatioAtMost(1.0),
+        });
+        for (metric, p, goal) in [
+            ("detection p50", 0.50, Goal::None),
+            ("detection p99", 0.99, Goal::AtMost(2.5)),
+        ] {
+            rows.push(Row {
+                section: "gossip",
+                metric: format!("{metric}, {members} members"),
+                ours: percentile(&our_detection, p),
+                peer: Some(percentile(&serf_detection, p)),
+                unit: "s",
+                goal,
+            });
+        }
+        rows.push(Row {
+            section: "gossip",
+            metric: format!("false positives, {members} members"),
+            ours: our_false as f64,
+            peer: Some(serf_false as f64),
+            unit: "",
+            goal: Goal::AtMost(0.0),
+        });
+        detail.push(json!({
+            "members": members,
+            "constellation": {
+                "bytes_per_second_per_member": our_bytes,
+                "detection_s": our_detection,
+                "false_positives": our_false,
+            },
+            "serf": {
+                "bytes_per_second_per_member": serf_bytes,
+                "detection_s": serf_detection,
+                "false_positives": serf_false,
+            },
+        }));
+    }
+    Ok(json!({
+        "serf_version": serf_version,
+        "steady_seconds": options.gossip_steady,
+        "trials_per_run": options.gossip_trials,
+        "rounds": options.gossip_rounds,
+        "byte_counting": "iptables, IP packets sent from each side's own loopback address",
+        "sizes": detail,
+    }))
+}
+
 async fn containers(options: &Options, rows: &mut Vec<Row>) -> anyhow::Result<Value> {
     let count = options.containers;
     let m = containers::measure(count, options.rounds).await?;
@@ -350,6 +487,17 @@ fn significant(v: f64) -> String {
         a if a >= 10.0 => format!("{v:.1}"),
         _ => format!("{v:.2}"),
     }
+}
+
+/// Nearest-rank percentile; NaN without values.
+fn percentile(values: &[f64], p: f64) -> f64 {
+    let mut v = values.to_vec();
+    v.sort_by(f64::total_cmp);
+    if v.is_empty() {
+        return f64::NAN;
+    }
+    let rank = ((v.len() as f64 * p).ceil() as usize).clamp(1, v.len());
+    v[rank - 1]
 }
 
 fn median(values: impl IntoIterator<Item = f64>) -> f64 {

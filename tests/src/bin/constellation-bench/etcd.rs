@@ -1,70 +1,10 @@
-//! Peer processes of the comparison (etcd, Serf): finding their binaries, free loopback
-//! ports, and a 3-member etcd cluster on loopback with etcd's defaults (every WAL
-//! write fsynced before it is acknowledged), stopped and removed on drop.
+//! A 3-member etcd cluster on loopback with etcd's defaults (every WAL write fsynced
+//! before it is acknowledged), for the Raft comparison.
 
+use crate::peers::{PeerProcess, find_binary, free_port, version_line};
 use anyhow::Context;
-use std::path::{Path, PathBuf};
-use std::process::Stdio;
+use std::path::Path;
 use std::time::Duration;
-use tokio::process::{Child, Command};
-
-/// The path of `binary` on `PATH`, or an error telling how to install it.
-pub fn find_binary(binary: &str, package: &str) -> anyhow::Result<PathBuf> {
-    let path = std::env::var_os("PATH").unwrap_or_default();
-    std::env::split_paths(&path)
-        .map(|dir| dir.join(binary))
-        .find(|candidate| candidate.is_file())
-        .with_context(|| {
-            format!("`{binary}` is not installed; install it with `apt-get install -y {package}`")
-        })
-}
-
-/// A loopback port free at the time of the call, for peers that cannot be handed an
-/// already-bound listener (etcd, Serf). Another process could take it before the peer
-/// binds it; the peer then fails to start and says so.
-pub fn free_port() -> anyhow::Result<u16> {
-    let listener = std::net::TcpListener::bind("127.0.0.1:0")?;
-    Ok(listener.local_addr()?.port())
-}
-
-/// One peer process; its output goes to `<dir>/<name>.log`.
-pub struct PeerProcess {
-    child: Child,
-}
-
-impl PeerProcess {
-    pub fn spawn(name: &str, binary: &Path, args: &[String], dir: &Path) -> anyhow::Result<Self> {
-        let log = std::fs::File::create(dir.join(format!("{name}.log")))?;
-        let child = Command::new(binary)
-            .args(args)
-            .stdin(Stdio::null())
-            .stdout(log.try_clone()?)
-            .stderr(log)
-            .kill_on_drop(true)
-            .spawn()
-            .with_context(|| format!("starting {}", binary.display()))?;
-        Ok(Self { child })
-    }
-
-    pub fn pid(&self) -> Option<u32> {
-        self.child.id()
-    }
-
-    /// SIGTERM, then SIGKILL if it has not exited within `timeout`.
-    pub async fn stop(&mut self, timeout: Duration) {
-        if let Some(pid) = self.child.id() {
-            let _ = std::process::Command::new("kill")
-                .args(["-TERM", &pid.to_string()])
-                .status();
-        }
-        if tokio::time::timeout(timeout, self.child.wait())
-            .await
-            .is_err()
-        {
-            let _ = self.child.kill().await;
-        }
-    }
-}
 
 /// Three etcd members on loopback, data in `dir`.
 pub struct EtcdCluster {
@@ -77,13 +17,7 @@ pub struct EtcdCluster {
 impl EtcdCluster {
     pub async fn start(dir: &Path) -> anyhow::Result<Self> {
         let etcd = find_binary("etcd", "etcd-server")?;
-        let version = std::process::Command::new(&etcd)
-            .arg("--version")
-            .output()
-            .ok()
-            .and_then(|o| String::from_utf8(o.stdout).ok())
-            .and_then(|s| s.lines().next().map(str::to_owned))
-            .unwrap_or_default();
+        let version = version_line(&etcd, "--version");
         let ports: Vec<(u16, u16)> = (0..3)
             .map(|_| Ok((free_port()?, free_port()?)))
             .collect::<anyhow::Result<_>>()?;

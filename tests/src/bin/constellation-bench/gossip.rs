@@ -17,7 +17,7 @@ use constellation_nodeagent::gossip::{
     self, GossipConfig, GossipEvent, GossipHandle, NodeIdentity,
 };
 use std::collections::HashSet;
-use std::net::SocketAddr;
+use std::net::{IpAddr, SocketAddr};
 use std::sync::Arc;
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::time::Duration;
@@ -33,6 +33,8 @@ const TRIAL_TIMEOUT: Duration = Duration::from_secs(30);
 
 pub struct Options {
     pub members: usize,
+    /// Quiet time after every member sees all the others, before bytes are counted.
+    pub settle: Duration,
     pub duration: Duration,
     pub trials: usize,
     pub steady: Duration,
@@ -40,6 +42,20 @@ pub struct Options {
     pub suspect_to_down: Option<Duration>,
     /// Lifeguard-style local health (on in the agent); off to measure what it does.
     pub local_health: bool,
+    /// Loopback address the members bind to.
+    pub bind: IpAddr,
+    /// Also count the steady state's bytes with iptables (root), as the Serf side is.
+    pub iptables: bool,
+}
+
+/// What one run measured.
+pub struct Measured {
+    /// IP bytes per second per member as iptables counted them, when asked to.
+    pub iptables_bytes_per_second: Option<f64>,
+    /// Kill to the first report by any other member, per trial.
+    pub detection: Vec<Duration>,
+    /// Members reported down that were not killed (after the joins settled).
+    pub false_positives: usize,
 }
 
 struct Member {
@@ -70,8 +86,12 @@ struct Bench {
     slow_rejoins: usize,
 }
 
-pub async fn run(options: Options) -> anyhow::Result<()> {
+pub async fn run(options: Options) -> anyhow::Result<Measured> {
     anyhow::ensure!(options.members >= 3, "--members: at least 3");
+    let counter = options
+        .iptables
+        .then(|| crate::iptables::SourceCounter::install(options.bind))
+        .transpose()?;
     let (seen_tx, seen_rx) = mpsc::unbounded_channel();
     let mut bench = Bench {
         members: Vec::new(),
@@ -103,7 +123,7 @@ pub async fn run(options: Options) -> anyhow::Result<()> {
     let cpu_at_start = CpuSample::now()?;
 
     for i in 0..n {
-        let addr = "127.0.0.1:0".parse()?;
+        let addr = SocketAddr::new(bench.options.bind, 0);
         bench.start_member(i, addr).await?;
         if i == 0 {
             bench.seed = bench.handle(0).identity().addr;
@@ -130,16 +150,19 @@ pub async fn run(options: Options) -> anyhow::Result<()> {
     }
     bench.suspects = 0;
     let fp_window_started = Instant::now();
+    bench.idle_for(bench.options.settle).await;
 
     // Steady state: nothing changes, count what goes out.
     println!("steady state: measuring for {:?}", bench.options.steady);
     lag.reset();
     let cpu_before = CpuSample::now()?;
     let before = bench.total_sent();
+    let counted_before = counter.as_ref().map(|c| c.bytes()).transpose()?;
     let started = Instant::now();
     bench.idle_for(bench.options.steady).await;
     let elapsed = started.elapsed().as_secs_f64();
     let after = bench.total_sent();
+    let counted_after = counter.as_ref().map(|c| c.bytes()).transpose()?;
     let steady_cpu = CpuSample::now()?.since(&cpu_before);
     let steady_lag = lag.reset();
     let per_member = |v: u64| v as f64 / elapsed / n as f64;
@@ -149,6 +172,9 @@ pub async fn run(options: Options) -> anyhow::Result<()> {
         (after.bytes - before.bytes)
             + (after.datagrams - before.datagrams) * gossip::IP_UDP_HEADER_BYTES,
     );
+    let iptables_bps = counted_before
+        .zip(counted_after)
+        .map(|(before, after)| per_member(after - before));
 
     // Kill trials.
     let mut first = Vec::new();
@@ -186,6 +212,7 @@ pub async fn run(options: Options) -> anyhow::Result<()> {
         bench.idle_for(remaining).await;
     }
     let fp_window = fp_window_started.elapsed();
+    let detection = first.clone();
     let run_cpu = CpuSample::now()?.since(&cpu_at_start);
     let run_lag = lag.reset();
     bench.stop().await;
@@ -196,6 +223,9 @@ pub async fn run(options: Options) -> anyhow::Result<()> {
         "steady state, per member             {payload_bps:.0} B/s UDP payload, {ip_bps:.0} B/s as iptables counts it \
          (+28 B/datagram), {datagrams_ps:.1} datagrams/s"
     );
+    if let Some(counted) = iptables_bps {
+        println!("steady state, per member, iptables   {counted:.0} B/s");
+    }
     println!(
         "detection, first member reports      p50 {:.2?}  p99 {:.2?}  max {:.2?}  ({} trials)",
         pct(&mut first, 0.50),
@@ -254,7 +284,11 @@ pub async fn run(options: Options) -> anyhow::Result<()> {
             .collect::<Vec<_>>()
             .join(" ")
     );
-    Ok(())
+    Ok(Measured {
+        iptables_bytes_per_second: iptables_bps,
+        detection,
+        false_positives: bench.false_positives.len(),
+    })
 }
 
 struct Trial {

@@ -58,9 +58,12 @@ mod containers;
 mod etcd;
 mod failover;
 mod gossip;
+mod iptables;
 mod load;
+mod peers;
 mod rest;
 mod scheduler;
+mod serf;
 mod traefik;
 
 #[derive(Parser)]
@@ -185,18 +188,20 @@ async fn main() -> anyhow::Result<()> {
             probe_period,
             suspect_to_down,
             local_health,
-        } => {
-            gossip::run(gossip::Options {
-                members,
-                duration,
-                trials,
-                steady,
-                probe_period,
-                suspect_to_down,
-                local_health: local_health != "off",
-            })
-            .await
-        }
+        } => gossip::run(gossip::Options {
+            members,
+            settle: Duration::ZERO,
+            duration,
+            trials,
+            steady,
+            probe_period,
+            suspect_to_down,
+            local_health: local_health != "off",
+            bind: std::net::Ipv4Addr::LOCALHOST.into(),
+            iptables: false,
+        })
+        .await
+        .map(drop),
     }
 }
 
