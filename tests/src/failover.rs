@@ -155,6 +155,13 @@ impl Cluster {
                 ..Default::default()
             }),
             stop_grace_period: millis(1000),
+            // Routed by Traefik, so a gateway's Traefik document lists its servers.
+            labels: [
+                ("traefik.enable", "true"),
+                ("traefik.http.routers.web.rule", "Host(`web.test`)"),
+            ]
+            .map(|(k, v)| (k.to_owned(), v.to_owned()))
+            .into(),
             ..Default::default()
         };
         api::client(&self.cp.api_addr)

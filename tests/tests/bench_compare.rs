@@ -1,10 +1,11 @@
-//! The comparison runner (`constellation-bench compare`) completes against a real etcd
-//! cluster and real Serf agents and writes its results file: a short run (one second
-//! per Raft level, five gossip members), so it proves the runner works on a fresh
+//! The comparison runner (`constellation-bench compare`) completes every section
+//! against the real peers (etcd, Serf, the docker CLI, the multi-host harness) and
+//! writes its results file: a short run (one second per Raft level, five gossip
+//! members, three containers, one host kill), so it proves the runner works on a fresh
 //! machine, not how fast anything is.
 //!
-//! Without etcd, Serf or root (iptables) this fails when `CI` is set (CI installs
-//! them and runs as root) and prints `SKIPPED` otherwise.
+//! Without etcd, Serf, Docker or root (iptables, network namespaces) this fails when
+//! `CI` is set (CI installs them and runs as root) and prints `SKIPPED` otherwise.
 
 use constellation_tests::binaries::binary;
 use std::time::Duration;
@@ -16,7 +17,10 @@ fn peers_runnable() -> bool {
             .output()
             .is_ok_and(|o| o.status.success())
     };
-    runs("etcd", "--version") && runs("serf", "version") && runs("iptables", "-L")
+    runs("etcd", "--version")
+        && runs("serf", "version")
+        && runs("iptables", "-L")
+        && runs("docker", "info")
 }
 
 #[tokio::test]
@@ -24,15 +28,28 @@ async fn compare_runs_both_sides_and_writes_the_results_file() -> anyhow::Result
     if !peers_runnable() {
         assert!(
             std::env::var_os("CI").is_none(),
-            "CI needs etcd, serf and iptables as root (apt-get install -y etcd-server serf iptables)"
+            "CI needs etcd, serf, Docker and root (apt-get install -y etcd-server serf)"
         );
-        eprintln!("SKIPPED: needs etcd, serf and root for iptables");
+        eprintln!("SKIPPED: needs etcd, serf, Docker and root");
         return Ok(());
     }
     let dir = tempfile::tempdir()?;
     let out = dir.path().join("results.json");
     let run = tokio::process::Command::new(binary("constellation-bench")?)
-        .args(["compare", "--sections", "raft,gossip", "--rounds", "2"])
+        .args([
+            "compare",
+            "--sections",
+            "raft,gossip,containers,failover,traefik",
+        ])
+        .args([
+            "--rounds",
+            "2",
+            "--containers",
+            "3",
+            "--failover-trials",
+            "1",
+        ])
+        .args(["--traefik-services", "100", "--traefik-seconds", "1"])
         .args([
             "--seconds",
             "1",
@@ -53,7 +70,7 @@ async fn compare_runs_both_sides_and_writes_the_results_file() -> anyhow::Result
         .arg(&out)
         .kill_on_drop(true)
         .output();
-    let output = tokio::time::timeout(Duration::from_secs(300), run).await??;
+    let output = tokio::time::timeout(Duration::from_secs(600), run).await??;
     let stdout = String::from_utf8_lossy(&output.stdout);
     assert!(
         output.status.success(),
@@ -109,6 +126,33 @@ async fn compare_runs_both_sides_and_writes_the_results_file() -> anyhow::Result
             "{side}: the killed member was reported: {gossip}"
         );
     }
+    let containers = &results["sections"]["containers"];
+    assert_eq!(
+        containers["constellation_s"].as_array().map(Vec::len),
+        Some(2)
+    );
+    assert!(containers["agent_rss_kib"].as_u64().is_some_and(|k| k > 0));
+    let failover = &results["sections"]["failover"];
+    for milestone in [
+        "kill_to_down_s",
+        "kill_to_replacement_healthy_s",
+        "kill_to_traefik_document_s",
+    ] {
+        let trials = failover[milestone].as_array().expect("failover trials");
+        assert_eq!(trials.len(), 1, "{milestone}: {failover}");
+    }
+    let traefik = &results["sections"]["traefik"];
+    assert_eq!(
+        traefik["polls"].as_array().map(Vec::len),
+        Some(6),
+        "{traefik}"
+    );
+    assert_eq!(
+        traefik["health_change_to_document_ms"]
+            .as_array()
+            .map(Vec::len),
+        Some(20)
+    );
     assert!(results["machine"]["cpus"].as_u64().is_some());
     // The runner stopped every etcd it started.
     let left = std::process::Command::new("pgrep")

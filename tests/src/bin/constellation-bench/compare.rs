@@ -17,9 +17,15 @@
 //! - `containers`: N containers started by a shell loop of `docker run -d` (sequential
 //!   and `xargs -P 8`) against N single-container services deployed through
 //!   Constellation to one agent on the same engine.
+//! - `failover` (no peer runs here): the multi-host harness, 3 hosts, host kills; time
+//!   to the node declared down, to the replacement healthy and to the replacement in a
+//!   gateway's Traefik document.
+//! - `traefik` (no peer): the Traefik document of N services x 3 replicas under
+//!   concurrent gzip polling, and from a health change to the new document.
 
 use crate::containers;
 use crate::etcd::EtcdCluster;
+use crate::failover::percentile;
 use crate::load::{self, Load};
 use crate::peers::find_binary;
 use serde_json::{Value, json};
@@ -31,12 +37,18 @@ pub enum Section {
     Raft,
     Gossip,
     Containers,
+    Failover,
+    Traefik,
 }
 
 #[derive(clap::Args)]
 pub struct Options {
     /// Comparisons to run.
-    #[arg(long, value_delimiter = ',', default_value = "raft,gossip,containers")]
+    #[arg(
+        long,
+        value_delimiter = ',',
+        default_value = "raft,gossip,containers,failover,traefik"
+    )]
     pub sections: Vec<Section>,
     /// Interleaved rounds of each comparison (medians are reported).
     #[arg(long, default_value_t = 3)]
@@ -62,6 +74,15 @@ pub struct Options {
     /// Containers started per round.
     #[arg(long, default_value_t = 100)]
     pub containers: usize,
+    /// Host kills in the failover section.
+    #[arg(long, default_value_t = 20)]
+    pub failover_trials: usize,
+    /// Services (3 replicas each) in the Traefik document section.
+    #[arg(long, default_value_t = 10_000)]
+    pub traefik_services: usize,
+    /// Seconds of polling per Traefik level.
+    #[arg(long, default_value_t = 5)]
+    pub traefik_seconds: u64,
     /// Where the JSON results go.
     #[arg(long, default_value = "bench-results.json")]
     pub out: PathBuf,
@@ -143,6 +164,11 @@ pub async fn run(options: Options) -> anyhow::Result<()> {
             Section::Containers => {
                 find_binary("docker", "docker.io")?;
             }
+            Section::Failover => {
+                find_binary("dockerd", "docker.io")?;
+                find_binary("iptables", "iptables")?;
+            }
+            Section::Traefik => {}
         }
     }
     constellation_tests::binaries::set_echo_logs(false);
@@ -154,6 +180,8 @@ pub async fn run(options: Options) -> anyhow::Result<()> {
             Section::Raft => ("raft", raft(&options, &mut rows).await?),
             Section::Gossip => ("gossip", gossip(&options, &mut rows).await?),
             Section::Containers => ("containers", containers(&options, &mut rows).await?),
+            Section::Failover => ("failover", failover(&options, &mut rows).await?),
+            Section::Traefik => ("traefik", traefik(&options, &mut rows).await?),
         };
         sections.insert(name.into(), detail);
     }
@@ -363,8 +391,8 @@ async fn gossip(options: &Options, rows: &mut Vec<Row>) -> anyhow::Result<Value>
             goal: Goal::RatioAtMost(1.0),
         });
         for (metric, p, goal) in [
-            ("detection p50", 0.50, Goal::None),
-            ("detection p99", 0.99, Goal::AtMost(2.5)),
+            ("detection p50", 50.0, Goal::None),
+            ("detection p99", 99.0, Goal::AtMost(2.5)),
         ] {
             rows.push(Row {
                 section: "gossip",
@@ -453,6 +481,72 @@ async fn containers(options: &Options, rows: &mut Vec<Row>) -> anyhow::Result<Va
     }))
 }
 
+/// No peer runs here; the references are Swarm's (~15 s) and Nomad's (20-30 s) defaults.
+async fn failover(options: &Options, rows: &mut Vec<Row>) -> anyhow::Result<Value> {
+    let m = crate::failover::measure(options.failover_trials).await?;
+    for (what, values, goal) in [
+        ("node declared down", &m.down, Goal::None),
+        ("replacement healthy", &m.healthy, Goal::AtMost(3.0)),
+        ("replacement in Traefik's document", &m.traefik, Goal::None),
+    ] {
+        for p in [50.0, 99.0] {
+            rows.push(Row {
+                section: "failover",
+                metric: format!("kill to {what}, p{p:.0}"),
+                ours: percentile(values, p),
+                peer: None,
+                unit: "s",
+                goal: if p == 99.0 { goal } else { Goal::None },
+            });
+        }
+    }
+    Ok(json!({
+        "trials": options.failover_trials,
+        "hosts": 3,
+        "references_s": {"swarm": 15, "nomad": "20-30"},
+        "kill_to_down_s": m.down,
+        "kill_to_replacement_healthy_s": m.healthy,
+        "kill_to_traefik_document_s": m.traefik,
+    }))
+}
+
+/// The document of N services x 3 replicas, polled with gzip as Traefik does.
+async fn traefik(options: &Options, rows: &mut Vec<Row>) -> anyhow::Result<Value> {
+    let services = options.traefik_services;
+    let pollers = [1, 8, 32];
+    let m = crate::traefik::run(services, 3, options.traefik_seconds, &pollers, 20).await?;
+    let mut polls = Vec::new();
+    for &(n, gzip, p50, p99) in &m.polls {
+        polls.push(json!({"pollers": n, "gzip": gzip, "p50_ms": ms(p50), "p99_ms": ms(p99)}));
+        if gzip {
+            rows.push(Row {
+                section: "traefik",
+                metric: format!("GET p99, {services} services, {n} pollers"),
+                ours: ms(p99),
+                peer: None,
+                unit: "ms",
+                goal: Goal::AtMost(5.0),
+            });
+        }
+    }
+    let changes: Vec<f64> = m.change_to_document.iter().map(|d| ms(*d)).collect();
+    rows.push(Row {
+        section: "traefik",
+        metric: "health change to new document, p50".into(),
+        ours: median(changes.iter().copied()),
+        peer: None,
+        unit: "ms",
+        goal: Goal::AtMost(50.0),
+    });
+    Ok(json!({
+        "services": services,
+        "replicas": 3,
+        "seconds_per_level": options.traefik_seconds,
+        "polls": polls,
+        "health_change_to_document_ms": changes,
+    }))
+}
+
 fn print_table(rows: &[Row]) {
     println!();
     println!(
@@ -487,17 +581,6 @@ fn significant(v: f64) -> String {
         a if a >= 10.0 => format!("{v:.1}"),
         _ => format!("{v:.2}"),
     }
-}
-
-/// Nearest-rank percentile; NaN without values.
-fn percentile(values: &[f64], p: f64) -> f64 {
-    let mut v = values.to_vec();
-    v.sort_by(f64::total_cmp);
-    if v.is_empty() {
-        return f64::NAN;
-    }
-    let rank = ((v.len() as f64 * p).ceil() as usize).clamp(1, v.len());
-    v[rank - 1]
 }
 
 fn median(values: impl IntoIterator<Item = f64>) -> f64 {

@@ -179,7 +179,9 @@ async fn main() -> anyhow::Result<()> {
             seconds,
             clients,
             changes,
-        } => traefik::run(services, replicas, seconds, &clients, changes).await,
+        } => traefik::run(services, replicas, seconds, &clients, changes)
+            .await
+            .map(drop),
         Bench::Gossip {
             members,
             duration,

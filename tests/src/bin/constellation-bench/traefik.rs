@@ -18,13 +18,25 @@ use tokio::sync::watch;
 
 const NODES: usize = 10;
 
+/// What one run measured, for the comparison's table.
+pub struct Measured {
+    /// `(pollers, gzip, p50, p99)` per polling level.
+    pub polls: Vec<(usize, bool, Duration, Duration)>,
+    /// From a health event applied to the view until a gzip poll shows it, per change.
+    pub change_to_document: Vec<Duration>,
+}
+
 pub async fn run(
     services: usize,
     replicas: usize,
     seconds: u64,
     clients: &[usize],
     changes: usize,
-) -> anyhow::Result<()> {
+) -> anyhow::Result<Measured> {
+    let mut measured = Measured {
+        polls: Vec::new(),
+        change_to_document: Vec::new(),
+    };
     let mut state = State::build(services, replicas);
     println!(
         "{services} services x {replicas} replicas on {NODES} nodes ({} allocations)",
@@ -162,6 +174,7 @@ pub async fn run(
     for &n in clients {
         for gzip in [true, false] {
             let level = poll_level(&addr, n, Duration::from_secs(seconds), gzip).await?;
+            measured.polls.push((n, gzip, level.p50, level.p99));
             println!(
                 "{:>8} {:>9} {:>10.0} {:>10.2?} {:>10.2?} {:>10.2?}",
                 n,
@@ -207,7 +220,7 @@ pub async fn run(
             loop {
                 let (status, body) = probe.get("/traefik").await?;
                 anyhow::ensure!(status == 200, "status {status}");
-                if body.len() != full.len() {
+                if body != full {
                     break;
                 }
                 anyhow::ensure!(
@@ -224,9 +237,12 @@ pub async fn run(
                 events: vec![event],
             })));
             publish_view(&tx, Arc::clone(view.current()));
-            while probe.get("/traefik").await?.1.len() != full.len() {}
+            while probe.get("/traefik").await?.1 != full {}
         }
         delays.sort();
+        if from_event && gzip {
+            measured.change_to_document = delays.clone();
+        }
         if !delays.is_empty() {
             println!(
                 "health change to new document, {} ({} changes): p50 {:.1?}, max {:.1?}",
@@ -242,7 +258,7 @@ pub async fn run(
         }
     }
     shutdown.cancel();
-    Ok(())
+    Ok(measured)
 }
 
 struct Level {
