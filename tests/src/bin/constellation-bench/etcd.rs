@@ -1,7 +1,7 @@
 //! A 3-member etcd cluster on loopback with etcd's defaults (every WAL write fsynced
 //! before it is acknowledged), for the Raft comparison.
 
-use crate::peers::{PeerProcess, find_binary, free_port, version_line};
+use crate::peers::{PeerProcess, find_binary, free_ports, version_line};
 use anyhow::Context;
 use std::path::Path;
 use std::time::Duration;
@@ -18,9 +18,10 @@ impl EtcdCluster {
     pub async fn start(dir: &Path) -> anyhow::Result<Self> {
         let etcd = find_binary("etcd", "etcd-server")?;
         let version = version_line(&etcd, "--version");
-        let ports: Vec<(u16, u16)> = (0..3)
-            .map(|_| Ok((free_port()?, free_port()?)))
-            .collect::<anyhow::Result<_>>()?;
+        let ports: Vec<(u16, u16)> = free_ports(6)?
+            .chunks(2)
+            .map(|pair| (pair[0], pair[1]))
+            .collect();
         let initial_cluster = ports
             .iter()
             .enumerate()

@@ -35,6 +35,8 @@ pub struct Options {
     pub members: usize,
     /// Quiet time after every member sees all the others, before bytes are counted.
     pub settle: Duration,
+    /// Time between two members' starts.
+    pub join_pace: Duration,
     pub duration: Duration,
     pub trials: usize,
     pub steady: Duration,
@@ -46,13 +48,16 @@ pub struct Options {
     pub bind: IpAddr,
     /// Also count the steady state's bytes with iptables (root), as the Serf side is.
     pub iptables: bool,
+    /// Members whose index is a multiple of this are the observers whose first report
+    /// is [`Measured::detection`] (1: every member), as the Serf side observes.
+    pub observer_stride: usize,
 }
 
 /// What one run measured.
 pub struct Measured {
     /// IP bytes per second per member as iptables counted them, when asked to.
     pub iptables_bytes_per_second: Option<f64>,
-    /// Kill to the first report by any other member, per trial.
+    /// Kill to the first report by an observer, per trial.
     pub detection: Vec<Duration>,
     /// Members reported down that were not killed (after the joins settled).
     pub false_positives: usize,
@@ -88,9 +93,10 @@ struct Bench {
 
 pub async fn run(options: Options) -> anyhow::Result<Measured> {
     anyhow::ensure!(options.members >= 3, "--members: at least 3");
+    anyhow::ensure!(options.observer_stride >= 1, "observer stride: at least 1");
     let counter = options
         .iptables
-        .then(|| crate::iptables::SourceCounter::install(options.bind))
+        .then(|| crate::iptables::AddressCounter::install(options.bind))
         .transpose()?;
     let (seen_tx, seen_rx) = mpsc::unbounded_channel();
     let mut bench = Bench {
@@ -128,10 +134,10 @@ pub async fn run(options: Options) -> anyhow::Result<Measured> {
         if i == 0 {
             bench.seed = bench.handle(0).identity().addr;
         }
-        // 50 joins a second: a whole cluster starting within a second, all through one
-        // seed, on two shared CPUs, is a storm of feeds and pushes this bench is not
-        // about (its false downs are printed separately below).
-        tokio::time::sleep(Duration::from_millis(20)).await;
+        // Paced joins (50 a second here): a whole cluster starting within a second, all
+        // through one seed, on two shared CPUs, is a storm of feeds and pushes this
+        // bench is not about (its false downs are printed separately below).
+        tokio::time::sleep(bench.options.join_pace).await;
     }
     let converge_started = Instant::now();
     bench.wait_converged().await?;
@@ -178,6 +184,7 @@ pub async fn run(options: Options) -> anyhow::Result<Measured> {
 
     // Kill trials.
     let mut first = Vec::new();
+    let mut observed = Vec::new();
     let mut second = Vec::new();
     let mut everyone = Vec::new();
     let mut rng = 0x9e37_79b9_7f4a_7c15u64 ^ n as u64;
@@ -197,6 +204,7 @@ pub async fn run(options: Options) -> anyhow::Result<Measured> {
             t.all.unwrap_or(TRIAL_TIMEOUT)
         );
         first.push(t.first);
+        observed.extend(t.first_observed);
         second.push(t.second);
         if let Some(all) = t.all {
             everyone.push(all);
@@ -212,7 +220,7 @@ pub async fn run(options: Options) -> anyhow::Result<Measured> {
         bench.idle_for(remaining).await;
     }
     let fp_window = fp_window_started.elapsed();
-    let detection = first.clone();
+    let detection = observed;
     let run_cpu = CpuSample::now()?.since(&cpu_at_start);
     let run_lag = lag.reset();
     bench.stop().await;
@@ -293,6 +301,8 @@ pub async fn run(options: Options) -> anyhow::Result<Measured> {
 
 struct Trial {
     first: Duration,
+    /// The first report among the members `Options::observer_stride` picks.
+    first_observed: Option<Duration>,
     second: Duration,
     all: Option<Duration>,
     reporters: usize,
@@ -454,6 +464,7 @@ impl Bench {
         let expected = self.options.members - 1;
         let mut reporters = HashSet::new();
         let mut times = Vec::new();
+        let mut first_observed = None;
         let deadline = killed_at + TRIAL_TIMEOUT;
         while reporters.len() < expected {
             let Ok(Some(seen)) = tokio::time::timeout_at(deadline, self.seen_rx.recv()).await
@@ -466,6 +477,9 @@ impl Bench {
                 && reporters.insert(seen.observer)
             {
                 times.push(seen.at - killed_at);
+                if seen.observer % self.options.observer_stride == 0 {
+                    first_observed.get_or_insert(seen.at - killed_at);
+                }
             }
         }
         anyhow::ensure!(
@@ -474,6 +488,7 @@ impl Bench {
         );
         Ok(Trial {
             first: times[0],
+            first_observed,
             second: times[1],
             all: (reporters.len() == expected).then(|| times[times.len() - 1]),
             reporters: reporters.len(),

@@ -193,6 +193,7 @@ async fn main() -> anyhow::Result<()> {
         } => gossip::run(gossip::Options {
             members,
             settle: Duration::ZERO,
+            join_pace: Duration::from_millis(20),
             duration,
             trials,
             steady,
@@ -201,6 +202,7 @@ async fn main() -> anyhow::Result<()> {
             local_health: local_health != "off",
             bind: std::net::Ipv4Addr::LOCALHOST.into(),
             iptables: false,
+            observer_stride: 1,
         })
         .await
         .map(drop),

@@ -29,12 +29,18 @@ pub fn version_line(binary: &Path, arg: &str) -> String {
         .unwrap_or_default()
 }
 
-/// A loopback port free at the time of the call, for peers that cannot be handed an
-/// already-bound listener (etcd, Serf). Another process could take it before the peer
-/// binds it; the peer then fails to start and says so.
-pub fn free_port() -> anyhow::Result<u16> {
-    let listener = std::net::TcpListener::bind("127.0.0.1:0")?;
-    Ok(listener.local_addr()?.port())
+/// `n` distinct loopback ports free at the time of the call, for peers that cannot be
+/// handed an already-bound listener (etcd, Serf). All are held until all are chosen,
+/// so none repeats; another process could still take one before the peer binds it,
+/// and the peer then fails to start and says so in its log.
+pub fn free_ports(n: usize) -> anyhow::Result<Vec<u16>> {
+    let listeners = (0..n)
+        .map(|_| std::net::TcpListener::bind("127.0.0.1:0"))
+        .collect::<std::io::Result<Vec<_>>>()?;
+    listeners
+        .iter()
+        .map(|l| Ok(l.local_addr()?.port()))
+        .collect()
 }
 
 /// One peer process; its output goes to `<dir>/<name>.log`.
