@@ -477,7 +477,7 @@ impl Bench {
                 && reporters.insert(seen.observer)
             {
                 times.push(seen.at - killed_at);
-                if seen.observer % self.options.observer_stride == 0 {
+                if seen.observer.is_multiple_of(self.options.observer_stride) {
                     first_observed.get_or_insert(seen.at - killed_at);
                 }
             }

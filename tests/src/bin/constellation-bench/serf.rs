@@ -188,7 +188,7 @@ impl Cluster {
             "-log-level".into(),
             "err".into(),
         ];
-        if i % self.observer_stride == 0 {
+        if i.is_multiple_of(self.observer_stride) {
             args.extend([
                 "-event-handler".into(),
                 format!("member-failed={}", self.handler.display()),
