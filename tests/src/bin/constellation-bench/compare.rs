@@ -643,6 +643,6 @@ fn machine() -> Value {
         "cpu_model": model,
         "memory_gib": mem_kib.map(|k| (k as f64 / 1024.0 / 1024.0 * 10.0).round() / 10.0),
         "kernel": read("/proc/sys/kernel/osrelease").trim(),
-        "load_average_at_start": read("/proc/loadavg").split_whitespace().take(3).collect::<Vec<_>>().join(" "),
+        "load_average_at_start": crate::load_averages(),
     })
 }

@@ -285,12 +285,7 @@ pub async fn run(options: Options) -> anyhow::Result<Measured> {
         run_cpu.process_cpus * 100.0,
         run_lag.p99,
         run_lag.max,
-        std::fs::read_to_string("/proc/loadavg")
-            .unwrap_or_default()
-            .split_whitespace()
-            .take(3)
-            .collect::<Vec<_>>()
-            .join(" ")
+        crate::load_averages()
     );
     Ok(Measured {
         iptables_bytes_per_second: iptables_bps,

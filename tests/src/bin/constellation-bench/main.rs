@@ -228,6 +228,16 @@ async fn raft(duration: Duration, levels: &[usize]) -> anyhow::Result<()> {
     Ok(())
 }
 
+/// The 1-, 5- and 15-minute load averages, as /proc/loadavg says them.
+pub(crate) fn load_averages() -> String {
+    std::fs::read_to_string("/proc/loadavg")
+        .unwrap_or_default()
+        .split_whitespace()
+        .take(3)
+        .collect::<Vec<_>>()
+        .join(" ")
+}
+
 /// User plus system CPU time of `pid`, in clock ticks.
 pub(crate) fn cpu_ticks(pid: u32) -> anyhow::Result<u64> {
     let stat = std::fs::read_to_string(format!("/proc/{pid}/stat"))?;

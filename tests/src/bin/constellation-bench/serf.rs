@@ -135,6 +135,7 @@ impl Cluster {
         tokio::time::sleep(options.steady).await;
         let bytes = counter.bytes()? - before;
         let bytes_per_second = bytes as f64 / steady_started.elapsed().as_secs_f64() / n as f64;
+        println!("  serf: steady state, per member, iptables {bytes_per_second:.0} B/s");
 
         let mut detection = Vec::new();
         let mut kills: Vec<(String, f64)> = Vec::new();
