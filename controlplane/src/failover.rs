@@ -1,4 +1,5 @@
-//! Failure detection: which READY nodes the leader declares DOWN.
+//! Failure detection: which READY nodes the leader declares DOWN, and which nodes it
+//! asks gossip to check first.
 //!
 //! Two signals, after Nomad (heartbeat TTL) and SWIM (peers' view), so that neither a
 //! slow control-plane link nor one agent's flaky network fails a node on its own:
@@ -10,27 +11,34 @@
 //!   closed by the agent (a clean shutdown, usually a restart).
 //! - **The gossip.** Agents report the members their gossip does not consider alive.
 //!   A report about node X counts when it is about X's current run (its gossip
-//!   generation, from X's hello) and comes from a node whose own session is live.
+//!   generation, from X's hello), says DOWN, and comes from a node whose own session
+//!   is live.
 //!
 //! A node is declared down when its session is gone **and** either enough agents
-//! report it (two, or a majority of the other live nodes when there are fewer than
-//! three), or its heartbeat TTL ran out. What a report must say depends on how the
-//! session went: after a *broken* session, SUSPECT is enough (the connection already
-//! says the process is gone; gossip only rules out a control-plane-side network
-//! problem), after a *silent* one it takes DOWN (gossip's suspicion must have run its
-//! course), and after a *closed* one only the TTL counts: an agent restart or upgrade
-//! keeps its containers running and must not move them. The TTL grows with the cluster, as
-//! Nomad's does: `max(min_ttl, nodes / heartbeats_per_second)`, plus a jitter of up to
-//! a quarter derived from the node id (so the decision stays a pure function), so a
+//! report it DOWN (two, or a majority of the other live nodes when there are fewer
+//! than three), or its heartbeat TTL ran out. After a *closed* session only the TTL
+//! counts: an agent restart or upgrade keeps its containers running and must not move
+//! them. The TTL grows with the cluster, as Nomad's does:
+//! `max(min_ttl, nodes / heartbeats_per_second)`, plus a jitter of up to a quarter
+//! derived from the node id (so the decision stays a pure function), so a
 //! control-plane hiccup does not expire every node in the same tick.
+//!
+//! **Checks.** Gossip probes each member about once a second (bytes are what a probe
+//! period costs), so on its own it may take several seconds to even suspect a dead
+//! node. The session knows sooner: a broken connection at once, a silent one after
+//! [`DetectorSettings::check_after`]. The leader then asks a few live agents
+//! ([`checks_due`]) to put the node under gossip suspicion at once: a live node
+//! refutes within a gossip round or two, a dead one is DOWN after the suspicion time.
+//! Because the leader starts those suspicions, SUSPECT never counts as evidence; only
+//! a suspicion that ran its course unrefuted (DOWN) does.
 //!
 //! A new leader knows no session: every node gets `grace` plus its TTL from the moment
 //! of the election before the TTL can fail it. Gossip evidence needs no grace: it comes
 //! from agents that already reconnected to this leader.
 //!
-//! [`down_nodes`] is the decision (pure, tested with proptest); the leader's loop
-//! ([`crate::leader`]) feeds it a snapshot of the dispatcher's session registry and
-//! writes the verdicts through Raft.
+//! [`down_nodes`] and [`checks_due`] are the decisions (pure, tested with proptest);
+//! the leader's loop ([`crate::leader`]) feeds them a snapshot of the dispatcher's
+//! session registry, writes the verdicts through Raft and sends the checks.
 
 use std::collections::{BTreeMap, BTreeSet};
 use std::time::{Duration, Instant};
@@ -50,6 +58,16 @@ pub struct DetectorSettings {
     /// run out. Short by default: agents reconnect within a second or two, and gossip
     /// evidence does not wait for it.
     pub grace: Duration,
+    /// A session this long without a heartbeat (or broken) gets its node checked
+    /// through gossip (see the module): half the session timeout, so the gossip
+    /// verdict is in by the time the session counts as gone.
+    pub check_after: Duration,
+    /// A check not followed by a verdict is asked again after this long (the agents
+    /// asked may have died too).
+    pub recheck_after: Duration,
+    /// Live agents asked to check a node. Three, as SWIM's indirect probes: any two of
+    /// them make the two reports a verdict needs.
+    pub checkers: usize,
 }
 
 impl Default for DetectorSettings {
@@ -59,6 +77,9 @@ impl Default for DetectorSettings {
             min_ttl: Duration::from_secs(10),
             heartbeats_per_second: 50.0,
             grace: Duration::from_secs(5),
+            check_after: Duration::from_millis(1500),
+            recheck_after: Duration::from_secs(5),
+            checkers: 3,
         }
     }
 }
@@ -145,12 +166,12 @@ pub fn down_nodes(
         }
         let session = sessions.get(id);
         let generation = session.map_or(0, |s| s.gossip_generation);
-        // What a report must say to count, by how the session went (see the module).
-        let (counts, gone): (fn(&Observation) -> bool, &str) = match session.map(|s| s.state) {
-            Some(SessionState::Broken) => (|_| true, "session broke"),
-            Some(SessionState::Closed) => (|_| false, "session closed"),
-            Some(SessionState::Open) => (|o| o.down, "session silent"),
-            None => (|o| o.down, "no session"),
+        // Whether reports count at all, by how the session went (see the module).
+        let (counts, gone) = match session.map(|s| s.state) {
+            Some(SessionState::Broken) => (true, "session broke"),
+            Some(SessionState::Closed) => (false, "session closed"),
+            Some(SessionState::Open) => (true, "session silent"),
+            None => (true, "no session"),
         };
         let reporters: Vec<&str> = ready
             .iter()
@@ -159,7 +180,7 @@ pub fn down_nodes(
                 sessions[other]
                     .reports
                     .get(name)
-                    .is_some_and(|o| o.generation >= generation && counts(o))
+                    .is_some_and(|o| counts && o.down && o.generation >= generation)
             })
             .map(|(_, other_name)| other_name.as_str())
             .collect();
@@ -193,12 +214,101 @@ pub fn down_nodes(
     verdicts
 }
 
-/// Up to a quarter of `ttl`, fixed per node id (FNV-1a of the id).
+/// Up to a quarter of `ttl`, fixed per node id.
 fn jitter(node_id: &str, ttl: Duration) -> Duration {
-    let hash = node_id.bytes().fold(0xcbf2_9ce4_8422_2325u64, |h, b| {
-        (h ^ u64::from(b)).wrapping_mul(0x0000_0100_0000_01b3)
-    });
-    ttl.mul_f64((hash % 1000) as f64 / 4000.0)
+    ttl.mul_f64((fnv1a(&[node_id]) % 1000) as f64 / 4000.0)
+}
+
+/// FNV-1a over the parts, each followed by a zero byte: a stable hash for decisions
+/// that must be pure functions of their input.
+fn fnv1a(parts: &[&str]) -> u64 {
+    parts
+        .iter()
+        .flat_map(|p| p.bytes().chain(std::iter::once(0)))
+        .fold(0xcbf2_9ce4_8422_2325u64, |h, b| {
+            (h ^ u64::from(b)).wrapping_mul(0x0000_0100_0000_01b3)
+        })
+}
+
+/// When the leader last asked for a node to be checked, about which run of it, and
+/// how many times in a row (each round asks other agents: one that joined gossip
+/// lately may not know the node yet).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct Asked {
+    pub generation: u64,
+    pub at: Instant,
+    pub round: u32,
+}
+
+/// A node to check through gossip, and the live agents (node ids) to ask.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Check {
+    pub node_id: String,
+    pub name: String,
+    pub generation: u64,
+    pub askers: Vec<String>,
+    /// 0 for the first check of this run of the node, then one more per recheck.
+    pub round: u32,
+}
+
+/// The READY nodes to have checked now (see the module): the session broke, or fell
+/// silent for `check_after`, and no check of this run of the node was asked within
+/// `recheck_after` (`asked`, by node id). A closed session is not checked: the agent
+/// said goodbye, and only its TTL counts. The askers are up to `checkers` other nodes
+/// with live sessions, picked by a hash of both ids and the round, so checks spread
+/// over the cluster and a recheck asks others. Same input, same checks.
+pub fn checks_due(
+    settings: &DetectorSettings,
+    ready: &[(String, String)],
+    sessions: &BTreeMap<String, SessionView>,
+    asked: &BTreeMap<String, Asked>,
+    now: Instant,
+) -> Vec<Check> {
+    let silent_for = |s: &SessionView| now.saturating_duration_since(s.last_heartbeat);
+    let live: Vec<&str> = ready
+        .iter()
+        .map(|(id, _)| id.as_str())
+        .filter(|id| {
+            sessions.get(*id).is_some_and(|s| {
+                s.state == SessionState::Open && silent_for(s) < settings.session_timeout
+            })
+        })
+        .collect();
+    let mut checks = Vec::new();
+    for (id, name) in ready {
+        let Some(session) = sessions.get(id) else {
+            continue;
+        };
+        let failing = match session.state {
+            SessionState::Broken => true,
+            SessionState::Open => silent_for(session) >= settings.check_after,
+            SessionState::Closed => false,
+        };
+        let before = asked
+            .get(id)
+            .filter(|a| a.generation == session.gossip_generation);
+        if !failing
+            || before.is_some_and(|a| now.saturating_duration_since(a.at) < settings.recheck_after)
+        {
+            continue;
+        }
+        let round = before.map_or(0, |a| a.round.saturating_add(1));
+        let salt = round.to_string();
+        let mut askers: Vec<&str> = live.iter().copied().filter(|o| *o != id).collect();
+        askers.sort_by_key(|o| (fnv1a(&[id, o, &salt]), *o));
+        askers.truncate(settings.checkers);
+        if askers.is_empty() {
+            continue;
+        }
+        checks.push(Check {
+            node_id: id.clone(),
+            name: name.clone(),
+            generation: session.gossip_generation,
+            askers: askers.into_iter().map(str::to_owned).collect(),
+            round,
+        });
+    }
+    checks
 }
 
 #[cfg(test)]
@@ -275,7 +385,7 @@ mod tests {
     }
 
     #[test]
-    fn suspicion_counts_after_a_broken_session_only() {
+    fn suspicion_never_counts() {
         let t0 = Instant::now();
         let now = t0 + Duration::from_secs(60);
         let s = DetectorSettings::default();
@@ -284,8 +394,8 @@ mod tests {
         sessions.insert("id-b".into(), suspect(session(now, Open, &[]), "a"));
         sessions.insert("id-c".into(), suspect(session(now, Open, &[]), "a"));
         sessions.insert("id-a".into(), session(now, Broken, &[]));
-        assert_eq!(ids(&down_nodes(&s, &nodes, &sessions, t0, now)), ["id-a"]);
-        // Silent (a partition, perhaps on the control plane's side): it takes DOWN.
+        // The leader's own check may have started that suspicion: it proves nothing.
+        assert!(down_nodes(&s, &nodes, &sessions, t0, now).is_empty());
         let silent = now + s.session_timeout;
         sessions.insert("id-a".into(), session(now, Open, &[]));
         for id in ["id-b", "id-c"] {
@@ -342,6 +452,74 @@ mod tests {
             ids(&down_nodes(&s, &ready(&["a", "b"]), &sessions, t0, now)),
             ["id-a"]
         );
+    }
+
+    #[test]
+    fn a_broken_session_is_checked_at_once_by_live_others_and_not_asked_again_soon() {
+        let t0 = Instant::now();
+        let now = t0 + Duration::from_secs(60);
+        let s = DetectorSettings::default();
+        let nodes = ready(&["a", "b", "c", "d", "e"]);
+        let mut sessions: BTreeMap<String, SessionView> = ["b", "c", "d", "e"]
+            .iter()
+            .map(|n| (format!("id-{n}"), session(now, Open, &[])))
+            .collect();
+        sessions.insert("id-a".into(), session(now, Broken, &[]));
+        let checks = checks_due(&s, &nodes, &sessions, &BTreeMap::new(), now);
+        assert_eq!(checks.len(), 1);
+        let check = &checks[0];
+        assert_eq!((check.node_id.as_str(), check.name.as_str()), ("id-a", "a"));
+        assert_eq!(check.generation, 7);
+        assert_eq!(check.askers.len(), s.checkers);
+        assert!(!check.askers.contains(&"id-a".to_string()));
+        let asked = BTreeMap::from([(
+            "id-a".to_string(),
+            Asked {
+                generation: 7,
+                at: now,
+                round: 0,
+            },
+        )]);
+        let beat = |sessions: &mut BTreeMap<String, SessionView>, at: Instant| {
+            for view in sessions.values_mut().filter(|v| v.state == Open) {
+                view.last_heartbeat = at;
+            }
+        };
+        let soon = now + s.recheck_after - Duration::from_millis(1);
+        beat(&mut sessions, soon);
+        assert!(checks_due(&s, &nodes, &sessions, &asked, soon).is_empty());
+        let later = now + s.recheck_after;
+        beat(&mut sessions, later);
+        let again = checks_due(&s, &nodes, &sessions, &asked, later);
+        assert_eq!(again.len(), 1);
+        assert_eq!(again[0].round, 1);
+        beat(&mut sessions, soon);
+        // A new run of the node (another generation) is checked afresh.
+        sessions.get_mut("id-a").unwrap().gossip_generation = 8;
+        assert_eq!(checks_due(&s, &nodes, &sessions, &asked, soon).len(), 1);
+    }
+
+    #[test]
+    fn a_silent_session_is_checked_after_check_after_and_a_closed_one_never() {
+        let t0 = Instant::now();
+        let now = t0 + Duration::from_secs(60);
+        let s = DetectorSettings::default();
+        let nodes = ready(&["a", "b"]);
+        let mut sessions = BTreeMap::from([
+            ("id-a".to_string(), session(now, Open, &[])),
+            ("id-b".to_string(), session(now, Open, &[])),
+        ]);
+        let none = BTreeMap::new();
+        let just_before = now + s.check_after - Duration::from_millis(1);
+        sessions.get_mut("id-b").unwrap().last_heartbeat = just_before;
+        assert!(checks_due(&s, &nodes, &sessions, &none, just_before).is_empty());
+        let at = now + s.check_after;
+        sessions.get_mut("id-b").unwrap().last_heartbeat = at;
+        let checks = checks_due(&s, &nodes, &sessions, &none, at);
+        assert_eq!(checks.len(), 1);
+        assert_eq!(checks[0].askers, ["id-b"]);
+        sessions.get_mut("id-a").unwrap().state = Closed;
+        assert!(checks_due(&s, &nodes, &sessions, &none, at).is_empty());
     }
 
     #[test]
@@ -425,6 +603,19 @@ mod tests {
             let leader_since = t0 + Duration::from_millis(leader_ms);
             let verdicts = down_nodes(&s, &ready, &sessions, leader_since, now);
             prop_assert_eq!(&verdicts, &down_nodes(&s, &ready, &sessions, leader_since, now));
+            let checks = checks_due(&s, &ready, &sessions, &BTreeMap::new(), now);
+            prop_assert_eq!(&checks, &checks_due(&s, &ready, &sessions, &BTreeMap::new(), now));
+            for c in &checks {
+                let target = &sessions[&c.node_id];
+                prop_assert!(target.state != Closed, "{} checked after a goodbye", c.node_id);
+                prop_assert!(target.state == Broken || now.saturating_duration_since(target.last_heartbeat) >= s.check_after);
+                prop_assert!(!c.askers.is_empty() && c.askers.len() <= s.checkers);
+                for asker in &c.askers {
+                    let a = &sessions[asker];
+                    prop_assert!(asker != &c.node_id);
+                    prop_assert!(a.state == Open && now.saturating_duration_since(a.last_heartbeat) < s.session_timeout);
+                }
+            }
             for v in &verdicts {
                 let session = &sessions[&v.node_id];
                 let heard = now.saturating_duration_since(session.last_heartbeat) < s.session_timeout;

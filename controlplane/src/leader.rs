@@ -1,6 +1,7 @@
 //! Work only the leader does: recording each new leadership in the log (so leadership
-//! changes are ordered among the other events), expiring leases, declaring failed
-//! nodes down ([`crate::failover`]) and running the scheduler.
+//! changes are ordered among the other events), expiring leases, having gossip check
+//! the nodes whose session broke and declaring failed nodes down ([`crate::failover`]),
+//! and running the scheduler.
 //!
 //! # The lease clock story
 //!
@@ -112,6 +113,7 @@ pub async fn run(
     // When a delayed decision comes due: plan then even if the state did not change.
     let mut wake_at = None;
     let mut leader_since = None;
+    let mut asked = BTreeMap::new();
     let mut tick = tokio::time::interval(TICK);
     tick.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
     loop {
@@ -129,6 +131,7 @@ pub async fn run(
             planned_at = None;
             wake_at = None;
             leader_since = None;
+            asked.clear();
             continue;
         }
         let since = *leader_since.get_or_insert_with(Instant::now);
@@ -139,7 +142,7 @@ pub async fn run(
             }
         }
         expire_due_leases(&cluster, &mut clocks).await;
-        declare_failed_nodes(&cluster, &sessions, &detector, since).await;
+        detect_failures(&cluster, &sessions, &detector, since, &mut asked).await;
         let index = *applied.borrow();
         let due =
             wake_at.is_some_and(|at| scheduler::reschedule::is_due(&at, &crate::cluster::now()));
@@ -177,12 +180,15 @@ async fn record_leadership(cluster: &Cluster, term: u64) -> bool {
 }
 
 /// Writes DOWN for every READY node the failure detector gives up on, and ends its
-/// session if one is still open (a partitioned agent reconnects afresh once it can).
-async fn declare_failed_nodes(
+/// session if one is still open (a partitioned agent reconnects afresh once it can);
+/// asks live agents to check through gossip the nodes whose session broke or fell
+/// silent (`asked` remembers when, by node id).
+async fn detect_failures(
     cluster: &Cluster,
     sessions: &SessionRegistry,
     detector: &DetectorSettings,
     leader_since: Instant,
+    asked: &mut BTreeMap<String, failover::Asked>,
 ) {
     let ready = cluster
         .read(pb::ReadConsistency::Stale, |s| {
@@ -200,7 +206,21 @@ async fn declare_failed_nodes(
         Err(e) => return tracing::warn!(error = %e, "read nodes"),
     };
     let views = lock(sessions).views();
-    let verdicts = failover::down_nodes(detector, &ready, &views, leader_since, Instant::now());
+    let now = Instant::now();
+    // Kept past `recheck_after` so a recheck knows its round; forgotten once the node
+    // has long stopped being checked (it came back, or was declared down).
+    asked.retain(|_, a| now.saturating_duration_since(a.at) < detector.recheck_after * 4);
+    let checks = failover::checks_due(detector, &ready, &views, asked, now);
+    for check in &checks {
+        let at = failover::Asked {
+            generation: check.generation,
+            at: now,
+            round: check.round,
+        };
+        asked.insert(check.node_id.clone(), at);
+    }
+    ask_for_checks(sessions, checks);
+    let verdicts = failover::down_nodes(detector, &ready, &views, leader_since, now);
     for verdict in verdicts {
         let command = pb::Command {
             op: Some(pb::command::Op::SetNodeStatus(pb::SetNodeStatusCommand {
@@ -220,6 +240,34 @@ async fn declare_failed_nodes(
                 tracing::warn!(node_id = %verdict.node_id, error = %e, "could not declare node down")
             }
         }
+    }
+}
+
+/// Sends each check to its askers' sessions, without waiting: a session whose stream
+/// is full misses it, and the check is asked again after `recheck_after`.
+fn ask_for_checks(sessions: &SessionRegistry, checks: Vec<failover::Check>) {
+    if checks.is_empty() {
+        return;
+    }
+    let sessions = lock(sessions);
+    for check in checks {
+        let message = pb::ControlMessage {
+            kind: Some(pb::control_message::Kind::Command(pb::AgentCommand {
+                kind: Some(pb::agent_command::Kind::CheckMember(pb::CheckMember {
+                    name: check.name.clone(),
+                    gossip_generation: check.generation,
+                })),
+            })),
+        };
+        let mut sent = Vec::new();
+        for asker in &check.askers {
+            if let Some(info) = sessions.live.get(asker)
+                && info.to_agent.try_send(Ok(message.clone())).is_ok()
+            {
+                sent.push(asker.as_str());
+            }
+        }
+        tracing::info!(node_id = %check.node_id, node = %check.name, askers = ?sent, "session gone: gossip asked to check the node");
     }
 }
 

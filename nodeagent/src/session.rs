@@ -14,6 +14,8 @@
 //! `SessionAccepted` are joined when this member knows no other, and the view of
 //! members not alive is reported (`GossipReport`) at the start of every session and
 //! whenever it changes: the control plane's failure detector counts it as evidence.
+//! The control plane's `CheckMember` commands (a node's session broke) are handed to
+//! gossip, which puts that member under suspicion at once.
 //!
 //! A control plane that sends nothing (not even a heartbeat ack) for
 //! [`SILENCE_HEARTBEATS`] heartbeat periods is given up on, so a half-open connection
@@ -22,9 +24,9 @@
 use crate::gossip::GossipLink;
 use crate::reconcile::StatusQueue;
 use constellation_proto::v1::{
-    AgentMessage, Assignments, GossipReport, Heartbeat, Hello, NodeAddresses, NodeDescription,
-    NodeResources, StatusBatch, agent_message::Kind as Up, control_message::Kind as Down,
-    dispatcher_client::DispatcherClient,
+    AgentCommand, AgentMessage, Assignments, CheckMember, GossipReport, Heartbeat, Hello,
+    NodeAddresses, NodeDescription, NodeResources, StatusBatch, agent_command::Kind as Command,
+    agent_message::Kind as Up, control_message::Kind as Down, dispatcher_client::DispatcherClient,
 };
 use std::collections::BTreeMap;
 use std::sync::Arc;
@@ -290,8 +292,11 @@ impl Session {
                                 next_heartbeat = Instant::now() + period;
                             }
                         }
+                        Some(Down::Command(AgentCommand { kind: Some(Command::CheckMember(check)) })) => {
+                            self.check_member(check).await;
+                        }
                         Some(Down::Command(c)) => {
-                            tracing::warn!(command = ?c.kind.map(|k| std::mem::discriminant(&k)), "agent commands are not supported yet; ignored");
+                            tracing::warn!(command = ?c.kind.map(|k| std::mem::discriminant(&k)), "agent command not supported; ignored");
                         }
                         None => {}
                     }
@@ -328,6 +333,25 @@ impl Session {
             .unwrap_or_default();
         AgentMessage {
             kind: Some(Up::Gossip(GossipReport { members })),
+        }
+    }
+
+    /// Passes the control plane's check of a member on to gossip (see
+    /// [`crate::gossip::GossipHandle::check`]); without gossip there is nothing to do.
+    async fn check_member(&self, check: CheckMember) {
+        let Some(gossip) = &self.gossip else {
+            return;
+        };
+        if check.name.is_empty() || check.name.len() > crate::gossip::config::MAX_NAME_LEN {
+            tracing::warn!("check_member: name must be 1 to 253 bytes; ignored");
+            return;
+        }
+        if let Err(e) = gossip
+            .handle
+            .check(check.name, check.gossip_generation)
+            .await
+        {
+            tracing::warn!(error = %e, "check_member: gossip is not running");
         }
     }
 

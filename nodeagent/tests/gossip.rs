@@ -168,6 +168,51 @@ async fn a_killed_member_is_reported_down_by_every_other_member() {
     }
 }
 
+/// What the control plane asks when a node's session breaks: a live member refutes the
+/// suspicion and stays up everywhere; a dead one is declared down by the checker.
+#[tokio::test]
+async fn a_checked_member_refutes_if_alive_and_is_declared_down_if_dead() {
+    let mut members = cluster(4).await;
+    let live = members[1].handle.identity().clone();
+    let mut events = members[0].handle.subscribe();
+    members[0]
+        .handle
+        .check(live.name.clone(), live.generation)
+        .await
+        .unwrap();
+    // Twice the suspicion time: a refuted check never turns into DOWN.
+    let suspicion = GossipConfig::lan("x", CLUSTER, 5).suspect_to_down;
+    tokio::time::sleep(suspicion * 2).await;
+    for m in &members {
+        if m.handle.identity() != &live {
+            assert_eq!(state_of(&m.handle, &live).await, Some(MemberState::Alive));
+        }
+    }
+    while let Ok(event) = events.try_recv() {
+        assert!(!matches!(event, GossipEvent::Down(_)), "{event:?}");
+    }
+    // A check of another run of the node (another generation) is ignored.
+    let victim = members.pop().unwrap();
+    let victim_id = victim.handle.identity().clone();
+    victim.kill().await;
+    members[0]
+        .handle
+        .check(victim_id.name.clone(), victim_id.generation + 1)
+        .await
+        .unwrap();
+    members[0]
+        .handle
+        .check(victim_id.name.clone(), victim_id.generation)
+        .await
+        .unwrap();
+    let down = next_matching(&mut events, |e| matches!(e, GossipEvent::Down(_))).await;
+    assert_eq!(down, GossipEvent::Down(victim_id.clone()));
+    for m in &members {
+        wait_until(|| async { state_of(&m.handle, &victim_id).await == Some(MemberState::Down) })
+            .await;
+    }
+}
+
 #[tokio::test]
 async fn a_restarted_member_rejoins_under_a_renewed_identity() {
     let mut members = cluster(4).await;
@@ -298,6 +343,39 @@ async fn metadata_and_health_propagate_and_the_newer_version_wins() {
     for m in &members[..3] {
         assert!(converged(m.handle.clone(), name.clone()).await);
     }
+}
+
+/// A member that sees another join introduces itself straight to it (`Kind::Introduce`),
+/// so a newcomer knows the quiet members at once. Only an identity at the address the
+/// datagram came from is taken.
+#[tokio::test]
+async fn an_introduction_is_taken_only_from_the_address_it_names() {
+    use foca::Codec;
+    let members = cluster(2).await;
+    let target = &members[0];
+    let socket = UdpSocket::bind("127.0.0.1:0").await.unwrap();
+    let tag = gossip::wire::cluster_tag(CLUSTER);
+    let introduce = |identity: &NodeIdentity| {
+        let mut datagram = Vec::new();
+        gossip::wire::write_envelope(&mut datagram, gossip::wire::Kind::Introduce, tag);
+        let member = foca::Member::new(identity.clone(), 0, foca::State::Alive);
+        gossip::identity::GossipCodec
+            .encode_member(&member, &mut datagram)
+            .unwrap();
+        datagram
+    };
+    let elsewhere = NodeIdentity::new("elsewhere", "127.0.0.1:9".parse().unwrap());
+    socket
+        .send_to(&introduce(&elsewhere), target.addr())
+        .await
+        .unwrap();
+    let honest = NodeIdentity::new("honest", socket.local_addr().unwrap());
+    socket
+        .send_to(&introduce(&honest), target.addr())
+        .await
+        .unwrap();
+    wait_until(|| async { state_of(&target.handle, &honest).await.is_some() }).await;
+    assert_eq!(state_of(&target.handle, &elsewhere).await, None);
 }
 
 #[tokio::test]

@@ -25,7 +25,8 @@ pub const MAX_NAME_LEN: usize = 253;
 /// Time to declare a crashed member down, roughly: wait until some member probes it
 /// (about one `probe_period` on average, at most ~4.6 periods for the 99th percentile,
 /// because every member probes one other per period in shuffled round-robin), plus
-/// one `probe_period` for the failed probe cycle, plus `suspect_to_down`.
+/// one `probe_period` for the failed probe cycle, plus `suspect_to_down`; or, when
+/// the control plane asks for a check, just `suspect_to_down`.
 #[derive(Debug, Clone)]
 pub struct GossipConfig {
     /// This node's name, unique in the cluster; it travels in every identity.
@@ -40,10 +41,14 @@ pub struct GossipConfig {
     /// Cluster size this member is tuned for; sets how often updates are retransmitted
     /// (6·log10(n+1) times, see `max_transmissions`) and scales `suspect_to_down`.
     pub expected_members: NonZeroU32,
-    /// How often this member probes one other member (shuffled round-robin). 250 ms
-    /// keeps the 99th percentile of detection under 2.5 s with a one-second suspicion;
-    /// it costs a ping and an ack of ~80 bytes each per period (about 700 B/s per
-    /// member counting the 28 bytes of IP and UDP headers), far below the 2 KB/s budget.
+    /// How often this member probes one other member (shuffled round-robin). One
+    /// second, as memberlist (Serf, Consul, Nomad): a ping and an ack of about 86 bytes
+    /// each on the wire, so about 170 B/s per member in steady state. Probing alone
+    /// then takes seconds to suspect a dead member (about 4.6 periods at the 99th
+    /// percentile before anyone probes it); the control plane does not wait for that:
+    /// when a node's session breaks or falls silent it asks a few agents to suspect
+    /// it at once ([`super::GossipHandle::check`]), so a dead node is DOWN about
+    /// `suspect_to_down` later.
     pub probe_period: Duration,
     /// How long to wait for a direct ack before asking others to probe indirectly.
     /// 100 ms is ~100x a LAN round trip, so only a stalled or dead member misses it,
@@ -103,7 +108,7 @@ impl GossipConfig {
             cluster: cluster.into(),
             advertise_ip: None,
             expected_members,
-            probe_period: Duration::from_millis(250),
+            probe_period: Duration::from_secs(1),
             probe_rtt: Duration::from_millis(100),
             indirect_probes: NonZeroUsize::new(3).unwrap_or(NonZeroUsize::MIN),
             suspect_to_down: suspicion_for(expected_members),

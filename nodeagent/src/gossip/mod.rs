@@ -132,6 +132,7 @@ pub(crate) enum Command {
     SetMetadata(NodeMetadata),
     SetHealth(HealthDigest),
     Members(oneshot::Sender<Vec<MemberInfo>>),
+    Check { name: String, generation: u64 },
 }
 
 /// The way in to a running gossip member. Cheap to clone.
@@ -222,6 +223,15 @@ impl GossipHandle {
         let (tx, rx) = oneshot::channel();
         self.send(Command::Members(tx)).await?;
         rx.await.map_err(|_| stopped())
+    }
+
+    /// Puts the member `name` (of that gossip `generation`) under suspicion now instead
+    /// of waiting for some member's probe to find it, and declares it down if it does
+    /// not refute within the suspicion time. The control plane asks for this when the
+    /// node's session breaks: a live member refutes within a gossip round or two, a
+    /// dead one is down in `suspect_to_down` (SWIM's suspicion, started on demand).
+    pub async fn check(&self, name: String, generation: u64) -> Result<()> {
+        self.send(Command::Check { name, generation }).await
     }
 
     pub fn stats(&self) -> StatsSnapshot {

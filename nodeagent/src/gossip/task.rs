@@ -11,7 +11,9 @@ use super::timers::TimerQueue;
 use super::wire::{self, ENVELOPE_LEN, Kind, Rejected};
 use super::{Command, GossipEvent, GossipStats, MemberInfo, MemberState};
 use crate::Result;
-use foca::{AccumulatingRuntime, Foca, OwnedNotification, State, Timer};
+use foca::{
+    AccumulatingRuntime, Codec, Foca, Incarnation, Member, OwnedNotification, State, Timer,
+};
 use rand::SeedableRng;
 use rand::rngs::SmallRng;
 use std::collections::{HashMap, VecDeque};
@@ -34,6 +36,9 @@ const QUEUED_DATAGRAMS_BEFORE_TIMERS: usize = 256;
 const LATE_TIMER: Duration = Duration::from_millis(50);
 /// Highest local health score: suspicion lasts up to (1 + this) times its setting.
 const MAX_HEALTH_SCORE: u32 = 8;
+/// Checks (suspicions started on the control plane's request) under way at once; more
+/// requests are dropped until some end (the control plane asks again if need be).
+const MAX_PENDING_CHECKS: usize = 64;
 /// Direct pushes of our items sent per scan (50 a second). When many members join at
 /// once (a cold start, or a wave of rejoins after an overload) pushing to each at once
 /// would add a datagram per member per join to the storm; spread out, a new member of a
@@ -78,6 +83,16 @@ pub struct GossipTask {
     pending_pushes: VecDeque<SocketAddr>,
     send_buf: Vec<u8>,
     current: watch::Sender<NodeIdentity>,
+    /// Suspicions this member started on request ([`Command::Check`]), soonest first.
+    checks: Vec<PendingCheck>,
+}
+
+/// A suspicion started on request: when `due` comes and the member is still suspect
+/// under `incarnation` (it did not refute), it is declared down.
+struct PendingCheck {
+    id: NodeIdentity,
+    incarnation: Incarnation,
+    due: Instant,
 }
 
 impl GossipTask {
@@ -127,6 +142,7 @@ impl GossipTask {
             own_items: Vec::new(),
             pending_pushes: VecDeque::new(),
             current,
+            checks: Vec::new(),
         })
     }
 
@@ -144,10 +160,12 @@ impl GossipTask {
         refresh.set_missed_tick_behavior(MissedTickBehavior::Delay);
         loop {
             let next_timer = self.timers.next_deadline();
+            let next_check = self.checks.first().map(|c| c.due);
             let step = tokio::select! {
                 biased;
                 _ = shutdown.cancelled() => Step::Shutdown,
                 _ = sleep_until(next_timer.unwrap_or_else(Instant::now)), if next_timer.is_some() => Step::Timers,
+                _ = sleep_until(next_check.unwrap_or_else(Instant::now)), if next_check.is_some() => Step::Checks,
                 received = self.socket.recv_from(&mut datagram) => Step::Datagram(received),
                 command = self.commands.recv(), if self.commands_open => Step::Command(command),
                 _ = scan.tick() => Step::Scan,
@@ -161,6 +179,12 @@ impl GossipTask {
                         self.receive_queued(&mut datagram).await;
                     }
                     self.fire_due_timers().await;
+                }
+                Step::Checks => {
+                    if self.config.local_health {
+                        self.receive_queued(&mut datagram).await;
+                    }
+                    self.end_due_checks().await;
                 }
                 Step::Datagram(Ok((len, from))) => self.receive(&datagram[..len], from).await,
                 // ICMP errors from earlier sends surface here on some systems; the
@@ -277,7 +301,36 @@ impl GossipTask {
                 }
                 self.emit_accepted_items();
             }
+            Ok((Kind::Introduce, payload)) => self.receive_introduction(payload, from).await,
         }
+    }
+
+    /// A member that saw us join introduces itself: learn it if it is new to us. Only an
+    /// identity at the address it was sent from, and alive, is taken; anything foca
+    /// already knows of that identity stays as foca has it.
+    async fn receive_introduction(&mut self, mut payload: &[u8], from: SocketAddr) {
+        let member = match GossipCodec.decode_member(&mut payload) {
+            Ok(member) if payload.is_empty() => member,
+            _ => return self.dropped_malformed(from, "undecodable introduction"),
+        };
+        let known = self
+            .foca
+            .iter_membership_state()
+            .any(|m| m.id() == member.id());
+        if known
+            || member.id().addr != from
+            || member.state() != State::Alive
+            || member.id() == self.foca.identity()
+        {
+            return;
+        }
+        if let Err(e) = self
+            .foca
+            .apply_many(std::iter::once(member), false, &mut self.runtime)
+        {
+            tracing::debug!(%from, error = %e, "gossip: introduction");
+        }
+        self.flush().await;
     }
 
     fn dropped_malformed(&self, from: SocketAddr, why: &'static str) {
@@ -323,7 +376,80 @@ impl GossipTask {
             Command::Members(reply) => {
                 let _ = reply.send(self.members());
             }
+            Command::Check { name, generation } => self.start_check(&name, generation).await,
         }
+    }
+
+    /// Suspects the member `name` of `generation` as a failed probe would, so it
+    /// refutes if alive. Members already suspect get a deadline too: whoever suspected
+    /// them may be gone, and a second deadline for the same incarnation is harmless.
+    async fn start_check(&mut self, name: &str, generation: u64) {
+        let found = self
+            .foca
+            .iter_membership_state()
+            .find(|m| m.id().name == name && m.id().generation == generation)
+            .map(|m| (m.id().clone(), m.incarnation(), m.state()));
+        let Some((id, incarnation, state)) = found else {
+            tracing::debug!(
+                member = name,
+                generation,
+                "gossip: check of a member not known"
+            );
+            return;
+        };
+        if state == State::Down || self.checks.iter().any(|c| c.id == id) {
+            return;
+        }
+        if self.checks.len() >= MAX_PENDING_CHECKS {
+            tracing::warn!(member = %id, "gossip: too many checks under way; this one is dropped");
+            return;
+        }
+        tracing::info!(member = %id, "gossip: checking a member on the control plane's request");
+        if state == State::Alive {
+            let suspect = Member::new(id.clone(), incarnation, State::Suspect);
+            if let Err(e) = self
+                .foca
+                .apply_many(std::iter::once(suspect), true, &mut self.runtime)
+            {
+                tracing::debug!(error = %e, "gossip: suspecting");
+            }
+        }
+        // Scaled by local health as foca's own suspicions are (see `set_health_score`).
+        let due = Instant::now() + self.config.suspect_to_down * (1 + self.health_score);
+        self.checks.push(PendingCheck {
+            id,
+            incarnation,
+            due,
+        });
+        self.checks.sort_by_key(|c| c.due);
+        self.flush().await;
+    }
+
+    /// Declares down the checked members that did not refute in time, as foca's own
+    /// suspicion timer does: only while still suspect under the same incarnation (a
+    /// refutation raises it).
+    async fn end_due_checks(&mut self) {
+        let now = Instant::now();
+        let due = self.checks.partition_point(|c| c.due <= now);
+        for check in self.checks.drain(..due).collect::<Vec<_>>() {
+            let unrefuted = self.foca.iter_membership_state().any(|m| {
+                m.id() == &check.id
+                    && m.state() == State::Suspect
+                    && m.incarnation() == check.incarnation
+            });
+            if !unrefuted {
+                continue;
+            }
+            tracing::info!(member = %check.id, "gossip: a checked member did not refute; down");
+            let down = Member::new(check.id, check.incarnation, State::Down);
+            if let Err(e) = self
+                .foca
+                .apply_many(std::iter::once(down), true, &mut self.runtime)
+            {
+                tracing::debug!(error = %e, "gossip: declaring down");
+            }
+        }
+        self.flush().await;
     }
 
     fn members(&self) -> Vec<MemberInfo> {
@@ -534,6 +660,12 @@ impl GossipTask {
             self.own_items.push(framed);
         }
         self.send(Kind::Push, to, &datagram).await;
+        let me = Member::new(self.foca.identity().clone(), 0, State::Alive);
+        let mut introduction = Vec::new();
+        match GossipCodec.encode_member(&me, &mut introduction) {
+            Ok(()) => self.send(Kind::Introduce, to, &introduction).await,
+            Err(e) => tracing::debug!(error = %e, "gossip: encoding our introduction"),
+        }
     }
 
     fn emit_accepted_items(&mut self) {
@@ -602,6 +734,7 @@ enum Step {
     Timers,
     Datagram(std::io::Result<(usize, SocketAddr)>),
     Command(Option<Command>),
+    Checks,
     Scan,
     Refresh,
 }

@@ -21,6 +21,10 @@ pub enum Kind {
     /// Broadcast items sent straight to one member (our metadata to a member that just
     /// joined), outside foca's dissemination.
     Push,
+    /// The sender's own identity as a foca member update, sent with a push: the new
+    /// member learns of the sender at once instead of when the sender's probe first
+    /// reaches it.
+    Introduce,
 }
 
 impl Kind {
@@ -28,6 +32,7 @@ impl Kind {
         match self {
             Kind::Foca => 0,
             Kind::Push => 1,
+            Kind::Introduce => 2,
         }
     }
 }
@@ -65,6 +70,7 @@ pub fn open(datagram: &[u8], tag: u32) -> Result<(Kind, &[u8]), Rejected> {
     let kind = match datagram[3] {
         0 => Kind::Foca,
         1 => Kind::Push,
+        2 => Kind::Introduce,
         _ => return Err(Rejected::Malformed),
     };
     let theirs = u32::from_be_bytes([datagram[4], datagram[5], datagram[6], datagram[7]]);

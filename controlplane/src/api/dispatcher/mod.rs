@@ -83,6 +83,9 @@ pub struct SessionInfo {
     /// Cancelled to end the session (the node was declared down, or this member is no
     /// longer the leader).
     pub end: CancellationToken,
+    /// The session's stream to the agent, for messages the leader's loop sends (gossip
+    /// checks); it sends without waiting, so a full stream drops them.
+    pub to_agent: session::Sender,
 }
 
 /// The sessions of this member: the live ones by node id, and for nodes whose last

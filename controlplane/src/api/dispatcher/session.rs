@@ -42,7 +42,7 @@ const MAX_GOSSIP_MEMBERS: usize = 4096;
 
 pub type ControlStream = ReceiverStream<std::result::Result<pb::ControlMessage, Status>>;
 
-type Sender = mpsc::Sender<std::result::Result<pb::ControlMessage, Status>>;
+pub(crate) type Sender = mpsc::Sender<std::result::Result<pb::ControlMessage, Status>>;
 
 /// Accepts the session of registered node `node_id`: queues `SessionAccepted` and the
 /// FULL assignments, records the session and starts its task.
@@ -89,6 +89,7 @@ pub(super) async fn start(
                 gossip_generation: hello.gossip_generation,
                 reports: BTreeMap::new(),
                 end: end.clone(),
+                to_agent: session.tx.clone(),
             },
         ) {
             older.end.cancel();
