@@ -122,6 +122,23 @@ impl Sessions {
         ended.chain(live).collect()
     }
 
+    /// Marks node `node_id` as just heard from, before the write that makes it READY:
+    /// its session is recorded only once accepted, a few awaits later, and a leader's
+    /// tick in between must not find a READY node without a session (it would count
+    /// the node's TTL from the election, long past for a node joining late). Recorded
+    /// as a closed session, so only the TTL counts until the real one replaces it.
+    pub fn expect(&mut self, node_id: &str, gossip_generation: u64, now: Instant) {
+        if self.live.contains_key(node_id) {
+            return;
+        }
+        let expected = EndedSession {
+            last_heartbeat: now,
+            gossip_generation,
+            state: SessionState::Closed,
+        };
+        self.ended.insert(node_id.to_owned(), expected);
+    }
+
     /// Ends the node's live session, if any, and forgets it (the node was declared down:
     /// its next session starts afresh).
     pub fn end_node(&mut self, node_id: &str) {
@@ -217,6 +234,7 @@ impl DispatcherService {
                 }
                 None => uuid::Uuid::new_v4().to_string(),
             };
+            lock(&self.sessions).expect(&node_id, hello.gossip_generation, Instant::now());
             let command = pb::Command {
                 op: Some(Op::RegisterNode(pb::RegisterNodeCommand {
                     node_id: node_id.clone(),

@@ -560,3 +560,28 @@ async fn a_reconnecting_agent_that_no_longer_runs_a_stopped_allocation_frees_its
         tokio::time::sleep(Duration::from_millis(20)).await;
     }
 }
+
+/// A node being registered has no session yet: it must not look like a node unheard of
+/// since the election (its TTL would have run out long ago on a leader of some age).
+#[test]
+fn a_node_being_registered_counts_as_just_heard_from() {
+    use crate::failover::{DetectorSettings, down_nodes};
+    let elected = std::time::Instant::now();
+    let now = elected + Duration::from_secs(600);
+    let ready = vec![("id-new".to_string(), "new".to_string())];
+    let settings = DetectorSettings::default();
+    let mut sessions = super::Sessions::default();
+    assert_eq!(
+        down_nodes(&settings, &ready, &sessions.views(), elected, now).len(),
+        1,
+        "without the mark, the TTL counts from the election"
+    );
+    sessions.expect("id-new", 3, now);
+    assert!(down_nodes(&settings, &ready, &sessions.views(), elected, now).is_empty());
+    let ttl_later = now + settings.ttl(1) * 2;
+    assert_eq!(
+        down_nodes(&settings, &ready, &sessions.views(), elected, ttl_later).len(),
+        1,
+        "a session that never comes still expires"
+    );
+}

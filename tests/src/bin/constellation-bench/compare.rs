@@ -9,12 +9,15 @@
 //! - `raft`: a 3-member Constellation control plane against a 3-member etcd cluster,
 //!   both on loopback with fsync on, driven by the same load generator ([`crate::load`])
 //!   at each concurrency level.
-//! - `gossip`: N Constellation gossip members (the agent's module, in this process) and
-//!   N Serf agents with Serf's defaults, each side alone on the machine in turn. Each
-//!   side binds its own loopback address and iptables counts the IP bytes sent from
-//!   or to it, so both are counted the same way. Detection is the time from a SIGKILL
-//!   (for our members, their task aborted) to the first report by one of the same 25
-//!   or so observers on each side.
+//! - `gossip`: N Constellation members as the system runs them (one control plane and
+//!   N processes each running the agent's gossip member and its control-plane session,
+//!   see `gossip_system.rs`) and N Serf agents with Serf's defaults, each side alone on
+//!   the machine in turn. Each side's gossip binds its own loopback address and
+//!   iptables counts the IP bytes sent from or to it, so both are counted the same
+//!   way; our agents' session bytes are counted apart (the control plane's own
+//!   address) and reported beside them. Detection is what each system does with a
+//!   dead member: from a SIGKILL to our control plane declaring its node DOWN, and to
+//!   the first `member-failed` event at one of about 25 Serf observers.
 //! - `containers`: N containers started by a shell loop of `docker run -d` (sequential
 //!   and `xargs -P 8`) against N single-container services deployed through
 //!   Constellation to one agent on the same engine.
@@ -161,6 +164,7 @@ pub async fn run(options: Options) -> anyhow::Result<()> {
             Section::Gossip => {
                 find_binary("serf", "serf")?;
                 find_binary("iptables", "iptables")?;
+                constellation_tests::binaries::binary("constellation-controlplane")?;
             }
             Section::Containers => {
                 find_binary("docker", "docker.io")?;
@@ -341,14 +345,23 @@ const GOSSIP_SETTLE: Duration = Duration::from_secs(10);
 /// idle at half a CPU.
 const GOSSIP_JOIN_PACE: Duration = Duration::from_millis(100);
 
-/// Every k-th member observes failures on both sides, about 25 in all.
+/// Every k-th Serf agent observes failures, about 25 in all (our observer is the
+/// control plane, which hears from every agent).
 fn observer_stride(members: usize) -> usize {
     members.div_ceil(25).max(1)
 }
 
-/// Loopback addresses of the two gossip sides, so iptables tells their bytes apart.
+/// Loopback addresses of the two gossip sides, so iptables tells their bytes apart, and
+/// of our control plane's API, so the agents' sessions are counted apart.
 const OUR_GOSSIP_ADDR: [u8; 4] = [127, 0, 0, 2];
 const SERF_ADDR: [u8; 4] = [127, 0, 0, 3];
+const OUR_CONTROLPLANE_ADDR: [u8; 4] = [127, 0, 0, 4];
+
+/// What each side's detection time is, for the table and the results file.
+const OUR_DETECTION: &str =
+    "SIGKILL of a member process to the control plane's DOWN for its node (its Watch stream)";
+const SERF_DETECTION: &str =
+    "SIGKILL of an agent to the first member-failed event at one of the observers";
 
 async fn gossip(options: &Options, rows: &mut Vec<Row>) -> anyhow::Result<Value> {
     let steady = Duration::from_secs(options.gossip_steady);
@@ -359,23 +372,17 @@ async fn gossip(options: &Options, rows: &mut Vec<Row>) -> anyhow::Result<Value>
         let (mut ours, mut serf) = (Vec::new(), Vec::new());
         for round in 0..options.gossip_rounds {
             println!("gossip: {members} members, round {round}: constellation");
-            let measured = crate::gossip::run(crate::gossip::Options {
+            let dir = tempfile::tempdir()?;
+            let our_options = crate::gossip_system::Options {
                 members,
                 settle: GOSSIP_SETTLE,
                 join_pace: GOSSIP_JOIN_PACE,
-                // No extra watch for false positives beyond the trials.
-                duration: Duration::ZERO,
-                trials: options.gossip_trials,
                 steady,
-                probe_period: None,
-                suspect_to_down: None,
-                local_health: true,
-                bind: OUR_GOSSIP_ADDR.into(),
-                iptables: true,
-                observer_stride: observer_stride(members),
-            })
-            .await?;
-            ours.push(measured);
+                trials: options.gossip_trials,
+                gossip_bind: OUR_GOSSIP_ADDR.into(),
+                controlplane_bind: OUR_CONTROLPLANE_ADDR.into(),
+            };
+            ours.push(crate::gossip_system::measure(&our_options, dir.path()).await?);
             println!("gossip: {members} members, round {round}: serf");
             let dir = tempfile::tempdir()?;
             let serf_options = crate::serf::Options {
@@ -391,11 +398,13 @@ async fn gossip(options: &Options, rows: &mut Vec<Row>) -> anyhow::Result<Value>
             serf_version = measured.version.clone();
             serf.push(measured);
         }
-        let our_bytes: Vec<f64> = ours
-            .iter()
-            .map(|m| m.iptables_bytes_per_second.unwrap_or(f64::NAN))
-            .collect();
+        let our_bytes: Vec<f64> = ours.iter().map(|m| m.gossip_bytes_per_second).collect();
+        let our_session_bytes: Vec<f64> = ours.iter().map(|m| m.session_bytes_per_second).collect();
         let serf_bytes: Vec<f64> = serf.iter().map(|m| m.bytes_per_second).collect();
+        let our_reasons: Vec<&str> = ours
+            .iter()
+            .flat_map(|m| m.reasons.iter().map(String::as_str))
+            .collect();
         let our_detection: Vec<f64> = ours
             .iter()
             .flat_map(|m| m.detection.iter().map(|d| d.as_secs_f64()))
@@ -404,23 +413,49 @@ async fn gossip(options: &Options, rows: &mut Vec<Row>) -> anyhow::Result<Value>
             .iter()
             .flat_map(|m| m.detection.iter().map(|d| d.as_secs_f64()))
             .collect();
-        let our_false: usize = ours.iter().map(|m| m.false_positives).sum();
+        let our_false_downs: Vec<&str> = ours
+            .iter()
+            .flat_map(|m| m.false_downs.iter().map(String::as_str))
+            .collect();
+        let our_false = our_false_downs.len();
         let serf_false: usize = serf.iter().map(|m| m.false_positives).sum();
-        rows.push(Row {
-            section: "gossip",
-            metric: format!("bytes/s per member, {members} members"),
-            ours: median(our_bytes.iter().copied()),
-            peer: Some(median(serf_bytes.iter().copied())),
-            unit: "B/s",
-            goal: Goal::RatioAtMost(1.0),
-        });
-        for (metric, p, goal) in [
-            ("detection p50", 50.0, Goal::None),
-            ("detection p99", 99.0, Goal::AtMost(2.5)),
+        let our_total_bytes = our_bytes.iter().zip(&our_session_bytes).map(|(g, s)| g + s);
+        for (metric, ours, peer, goal) in [
+            (
+                "gossip bytes/s per member",
+                median(our_bytes.iter().copied()),
+                Some(median(serf_bytes.iter().copied())),
+                Goal::RatioAtMost(1.0),
+            ),
+            (
+                "agent session bytes/s per member (ours only)",
+                median(our_session_bytes.iter().copied()),
+                None,
+                Goal::None,
+            ),
+            (
+                "gossip + session bytes/s per member",
+                median(our_total_bytes),
+                Some(median(serf_bytes.iter().copied())),
+                Goal::None,
+            ),
         ] {
             rows.push(Row {
                 section: "gossip",
                 metric: format!("{metric}, {members} members"),
+                ours,
+                peer,
+                unit: "B/s",
+                goal,
+            });
+        }
+        for (metric, p, goal) in [("p50", 50.0, Goal::None), ("p99", 99.0, Goal::AtMost(2.5))] {
+            rows.push(Row {
+                section: "gossip",
+                metric: format!(
+                    "kill to down {metric} (ours: control plane DOWN, serf: first \
+                     member-failed), {members} members"
+                ),
                 ours: percentile(&our_detection, p),
                 peer: Some(percentile(&serf_detection, p)),
                 unit: "s",
@@ -439,11 +474,16 @@ async fn gossip(options: &Options, rows: &mut Vec<Row>) -> anyhow::Result<Value>
             "members": members,
             "constellation": {
                 "bytes_per_second_per_member": our_bytes,
+                "session_bytes_per_second_per_member": our_session_bytes,
+                "detection": OUR_DETECTION,
                 "detection_s": our_detection,
+                "down_reasons": our_reasons,
                 "false_positives": our_false,
+                "false_downs": our_false_downs,
             },
             "serf": {
                 "bytes_per_second_per_member": serf_bytes,
+                "detection": SERF_DETECTION,
                 "detection_s": serf_detection,
                 "false_positives": serf_false,
             },
@@ -454,7 +494,11 @@ async fn gossip(options: &Options, rows: &mut Vec<Row>) -> anyhow::Result<Value>
         "steady_seconds": options.gossip_steady,
         "trials_per_run": options.gossip_trials,
         "rounds": options.gossip_rounds,
-        "byte_counting": "iptables, IP packets sent from each side's own loopback address",
+        "byte_counting": "iptables, IP packets from or to each side's own gossip loopback \
+            address; our agents' sessions apart, as the packets from or to the control \
+            plane's API address (both directions), in session_bytes_per_second_per_member",
+        "false_positives": "ours: nodes other than the killed one declared DOWN; serf: \
+            member-failed events not following a kill of that member; over each whole run",
         "sizes": detail,
     }))
 }
@@ -572,15 +616,21 @@ async fn traefik(options: &Options, rows: &mut Vec<Row>) -> anyhow::Result<Value
 }
 
 fn print_table(rows: &[Row]) {
+    let width = rows
+        .iter()
+        .map(|r| r.metric.chars().count())
+        .max()
+        .unwrap_or(0)
+        .max(44);
     println!();
     println!(
-        "{:<11} {:<44} {:>14} {:>14} {:>8} {:>10} {:>5}",
+        "{:<11} {:<width$} {:>14} {:>14} {:>8} {:>10} {:>5}",
         "section", "metric", "constellation", "peer", "ratio", "goal", "met"
     );
     for row in rows {
         let value = |v: f64| format!("{} {}", significant(v), row.unit);
         println!(
-            "{:<11} {:<44} {:>14} {:>14} {:>8} {:>10} {:>5}",
+            "{:<11} {:<width$} {:>14} {:>14} {:>8} {:>10} {:>5}",
             row.section,
             row.metric,
             value(row.ours),

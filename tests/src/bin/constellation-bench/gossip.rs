@@ -48,19 +48,6 @@ pub struct Options {
     pub bind: IpAddr,
     /// Also count the steady state's bytes with iptables (root), as the Serf side is.
     pub iptables: bool,
-    /// Members whose index is a multiple of this are the observers whose first report
-    /// is [`Measured::detection`] (1: every member), as the Serf side observes.
-    pub observer_stride: usize,
-}
-
-/// What one run measured.
-pub struct Measured {
-    /// IP bytes per second per member as iptables counted them, when asked to.
-    pub iptables_bytes_per_second: Option<f64>,
-    /// Kill to the first report by an observer, per trial.
-    pub detection: Vec<Duration>,
-    /// Members reported down that were not killed (after the joins settled).
-    pub false_positives: usize,
 }
 
 struct Member {
@@ -91,9 +78,8 @@ struct Bench {
     slow_rejoins: usize,
 }
 
-pub async fn run(options: Options) -> anyhow::Result<Measured> {
+pub async fn run(options: Options) -> anyhow::Result<()> {
     anyhow::ensure!(options.members >= 3, "--members: at least 3");
-    anyhow::ensure!(options.observer_stride >= 1, "observer stride: at least 1");
     let counter = options
         .iptables
         .then(|| crate::iptables::AddressCounter::install(options.bind))
@@ -184,7 +170,6 @@ pub async fn run(options: Options) -> anyhow::Result<Measured> {
 
     // Kill trials.
     let mut first = Vec::new();
-    let mut observed = Vec::new();
     let mut second = Vec::new();
     let mut everyone = Vec::new();
     let mut rng = 0x9e37_79b9_7f4a_7c15u64 ^ n as u64;
@@ -204,7 +189,6 @@ pub async fn run(options: Options) -> anyhow::Result<Measured> {
             t.all.unwrap_or(TRIAL_TIMEOUT)
         );
         first.push(t.first);
-        observed.extend(t.first_observed);
         second.push(t.second);
         if let Some(all) = t.all {
             everyone.push(all);
@@ -220,7 +204,6 @@ pub async fn run(options: Options) -> anyhow::Result<Measured> {
         bench.idle_for(remaining).await;
     }
     let fp_window = fp_window_started.elapsed();
-    let detection = observed;
     let run_cpu = CpuSample::now()?.since(&cpu_at_start);
     let run_lag = lag.reset();
     bench.stop().await;
@@ -287,17 +270,11 @@ pub async fn run(options: Options) -> anyhow::Result<Measured> {
         run_lag.max,
         crate::load_averages()
     );
-    Ok(Measured {
-        iptables_bytes_per_second: iptables_bps,
-        detection,
-        false_positives: bench.false_positives.len(),
-    })
+    Ok(())
 }
 
 struct Trial {
     first: Duration,
-    /// The first report among the members `Options::observer_stride` picks.
-    first_observed: Option<Duration>,
     second: Duration,
     all: Option<Duration>,
     reporters: usize,
@@ -459,7 +436,6 @@ impl Bench {
         let expected = self.options.members - 1;
         let mut reporters = HashSet::new();
         let mut times = Vec::new();
-        let mut first_observed = None;
         let deadline = killed_at + TRIAL_TIMEOUT;
         while reporters.len() < expected {
             let Ok(Some(seen)) = tokio::time::timeout_at(deadline, self.seen_rx.recv()).await
@@ -472,9 +448,6 @@ impl Bench {
                 && reporters.insert(seen.observer)
             {
                 times.push(seen.at - killed_at);
-                if seen.observer.is_multiple_of(self.options.observer_stride) {
-                    first_observed.get_or_insert(seen.at - killed_at);
-                }
             }
         }
         anyhow::ensure!(
@@ -483,7 +456,6 @@ impl Bench {
         );
         Ok(Trial {
             first: times[0],
-            first_observed,
             second: times[1],
             all: (reporters.len() == expected).then(|| times[times.len() - 1]),
             reporters: reporters.len(),

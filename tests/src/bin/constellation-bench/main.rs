@@ -58,6 +58,8 @@ mod containers;
 mod etcd;
 mod failover;
 mod gossip;
+mod gossip_member;
+mod gossip_system;
 mod iptables;
 mod load;
 mod peers;
@@ -157,12 +159,18 @@ enum Bench {
         #[arg(long, default_value = "on", value_parser = ["on", "off"])]
         local_health: String,
     },
+    /// One agent-like membership process (gossip and control-plane session, no Docker)
+    /// of the system-level gossip comparison; started by `compare`, stops when its
+    /// stdin closes.
+    #[command(hide = true)]
+    GossipMember(gossip_member::Args),
 }
 
 #[tokio::main]
 async fn main() -> anyhow::Result<()> {
     match Args::parse().bench {
         Bench::Compare(options) => compare::run(options).await,
+        Bench::GossipMember(args) => gossip_member::run(args).await,
         Bench::Raft { seconds, clients } => raft(Duration::from_secs(seconds), &clients).await,
         Bench::Containers { count } => containers::run(count).await,
         Bench::Failover { trials } => failover::run(trials).await,
@@ -190,22 +198,22 @@ async fn main() -> anyhow::Result<()> {
             probe_period,
             suspect_to_down,
             local_health,
-        } => gossip::run(gossip::Options {
-            members,
-            settle: Duration::ZERO,
-            join_pace: Duration::from_millis(20),
-            duration,
-            trials,
-            steady,
-            probe_period,
-            suspect_to_down,
-            local_health: local_health != "off",
-            bind: std::net::Ipv4Addr::LOCALHOST.into(),
-            iptables: false,
-            observer_stride: 1,
-        })
-        .await
-        .map(drop),
+        } => {
+            gossip::run(gossip::Options {
+                members,
+                settle: Duration::ZERO,
+                join_pace: Duration::from_millis(20),
+                duration,
+                trials,
+                steady,
+                probe_period,
+                suspect_to_down,
+                local_health: local_health != "off",
+                bind: std::net::Ipv4Addr::LOCALHOST.into(),
+                iptables: false,
+            })
+            .await
+        }
     }
 }
 
