@@ -194,13 +194,7 @@ impl Cluster {
         self.phases.push((SystemTime::now(), "in the kill trials"));
         let mut detection = Vec::new();
         let mut reasons = Vec::new();
-        let mut rng = 0x9e37_79b9_7f4a_7c15u64 ^ n as u64;
-        for trial in 0..options.trials {
-            rng = rng
-                .wrapping_mul(6_364_136_223_846_793_005)
-                .wrapping_add(1_442_695_040_888_963_407);
-            // Any member but the first, as on the Serf side.
-            let victim = 1 + (rng >> 33) as usize % (n - 1);
+        for (trial, victim) in crate::peers::victims(n, options.trials).enumerate() {
             let name = self.members[victim].name.clone();
             let mut process = self.members[victim]
                 .process

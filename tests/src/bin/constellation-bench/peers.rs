@@ -87,3 +87,23 @@ impl PeerProcess {
         }
     }
 }
+
+/// The members killed in `trials` trials among `n`, the same sequence on both sides of a
+/// comparison: never member 0 (the others joined through it), and no member twice in a
+/// row while there is a choice.
+pub fn victims(n: usize, trials: usize) -> impl Iterator<Item = usize> {
+    let mut state = 0x9e37_79b9_7f4a_7c15u64 ^ n as u64;
+    let mut last = 0;
+    (0..trials).map(move |_| {
+        loop {
+            state = state
+                .wrapping_mul(6_364_136_223_846_793_005)
+                .wrapping_add(1_442_695_040_888_963_407);
+            let victim = 1 + (state >> 33) as usize % (n - 1).max(1);
+            if victim != last || n <= 2 {
+                last = victim;
+                return victim;
+            }
+        }
+    })
+}

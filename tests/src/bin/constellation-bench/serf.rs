@@ -139,13 +139,7 @@ impl Cluster {
 
         let mut detection = Vec::new();
         let mut kills: Vec<(String, f64)> = Vec::new();
-        let mut rng = 0x9e37_79b9_7f4a_7c15u64 ^ n as u64;
-        for trial in 0..options.trials {
-            rng = rng
-                .wrapping_mul(6_364_136_223_846_793_005)
-                .wrapping_add(1_442_695_040_888_963_407);
-            // Any member but the first, which the others joined through.
-            let victim = 1 + (rng >> 33) as usize % (n - 1);
+        for (trial, victim) in crate::peers::victims(n, options.trials).enumerate() {
             let name = self.agents[victim].name.clone();
             let killed_at = unix_now();
             self.agents[victim]
