@@ -313,21 +313,29 @@ impl GossipTask {
             Ok(member) if payload.is_empty() => member,
             _ => return self.dropped_malformed(from, "undecodable introduction"),
         };
-        let known = self
-            .foca
-            .iter_membership_state()
-            .any(|m| m.id() == member.id());
-        if known
-            || member.id().addr != from
+        if member.id().addr != from
             || member.state() != State::Alive
             || member.id() == self.foca.identity()
         {
             return;
         }
-        if let Err(e) = self
+        let known = self
             .foca
-            .apply_many(std::iter::once(member), false, &mut self.runtime)
-        {
+            .iter_membership_state()
+            .find(|m| m.id() == member.id())
+            .map(|m| m.state());
+        let result = match known {
+            None => self
+                .foca
+                .apply_many(std::iter::once(member), false, &mut self.runtime),
+            // We hold it as suspect, yet it just spoke: a suspicion whose refutation
+            // finished spreading before we joined, which only our own probe of it would
+            // clear (minutes away in a large cluster). Its answer to an announce carries
+            // its current incarnation, which clears it now.
+            Some(State::Suspect) => self.foca.announce(member.id().clone(), &mut self.runtime),
+            Some(State::Alive | State::Down) => return,
+        };
+        if let Err(e) = result {
             tracing::debug!(%from, error = %e, "gossip: introduction");
         }
         self.flush().await;

@@ -382,7 +382,14 @@ async fn gossip(options: &Options, rows: &mut Vec<Row>) -> anyhow::Result<Value>
                 gossip_bind: OUR_GOSSIP_ADDR.into(),
                 controlplane_bind: OUR_CONTROLPLANE_ADDR.into(),
             };
-            ours.push(crate::gossip_system::measure(&our_options, dir.path()).await?);
+            match crate::gossip_system::measure(&our_options, dir.path()).await {
+                Ok(measured) => ours.push(measured),
+                Err(e) => {
+                    // The members' logs are what explains a failure: keep them.
+                    let kept = dir.keep();
+                    anyhow::bail!("{e:#} (the members' logs are kept in {})", kept.display());
+                }
+            }
             println!("gossip: {members} members, round {round}: serf");
             let dir = tempfile::tempdir()?;
             let serf_options = crate::serf::Options {

@@ -271,11 +271,22 @@ impl Cluster {
             if ready == n && seeing == n {
                 return Ok(());
             }
-            anyhow::ensure!(
-                Instant::now() < deadline,
-                "after {timeout:?}, {ready} of {n} nodes READY and {seeing} of {n} members \
-                 see all others alive"
-            );
+            if Instant::now() >= deadline {
+                let short: Vec<String> = self
+                    .members
+                    .iter()
+                    .filter_map(|m| {
+                        let alive = m.process.as_ref().and_then(MemberProcess::alive);
+                        (alive != Some(n - 1)).then(|| format!("{} sees {alive:?}", m.name))
+                    })
+                    .take(10)
+                    .collect();
+                anyhow::bail!(
+                    "after {timeout:?}, {ready} of {n} nodes READY and {seeing} of {n} members \
+                     see all others alive (short: {})",
+                    short.join(", ")
+                );
+            }
             if reported.elapsed() >= Duration::from_secs(5) {
                 reported = Instant::now();
                 eprintln!(
