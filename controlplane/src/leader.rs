@@ -116,11 +116,15 @@ pub async fn run(
     let mut asked = BTreeMap::new();
     let mut tick = tokio::time::interval(TICK);
     tick.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
+    let evidence = lock(&sessions).evidence.clone();
     loop {
-        tokio::select! {
+        let on_evidence = tokio::select! {
             _ = shutdown.cancelled() => return,
-            _ = tick.tick() => {}
-        }
+            _ = tick.tick() => false,
+            // A session ended or a gossip report came: the failure detector's input
+            // changed, and waiting for the tick would add up to its period to failover.
+            () = evidence.notified() => true,
+        };
         let (leading, term) = {
             let m = metrics.borrow();
             (m.state == ServerState::Leader, m.current_term)
@@ -141,8 +145,16 @@ pub async fn run(
                 recorded_term = Some(term);
             }
         }
-        expire_due_leases(&cluster, &mut clocks).await;
-        detect_failures(&cluster, &sessions, &detector, since, &mut asked).await;
+        if on_evidence {
+            // Only the detector's input changed; a verdict changes what to schedule,
+            // so the scheduler follows at once, else it waits for the tick as before.
+            if !detect_failures(&cluster, &sessions, &detector, since, &mut asked).await {
+                continue;
+            }
+        } else {
+            expire_due_leases(&cluster, &mut clocks).await;
+            detect_failures(&cluster, &sessions, &detector, since, &mut asked).await;
+        }
         let index = *applied.borrow();
         let due =
             wake_at.is_some_and(|at| scheduler::reschedule::is_due(&at, &crate::cluster::now()));
@@ -182,14 +194,14 @@ async fn record_leadership(cluster: &Cluster, term: u64) -> bool {
 /// Writes DOWN for every READY node the failure detector gives up on, and ends its
 /// session if one is still open (a partitioned agent reconnects afresh once it can);
 /// asks live agents to check through gossip the nodes whose session broke or fell
-/// silent (`asked` remembers when, by node id).
+/// silent (`asked` remembers when, by node id). Says whether it declared any node down.
 async fn detect_failures(
     cluster: &Cluster,
     sessions: &SessionRegistry,
     detector: &DetectorSettings,
     leader_since: Instant,
     asked: &mut BTreeMap<String, failover::Asked>,
-) {
+) -> bool {
     let ready = cluster
         .read(pb::ReadConsistency::Stale, |s| {
             s.nodes()
@@ -203,7 +215,10 @@ async fn detect_failures(
         .await;
     let ready = match ready {
         Ok(ready) => ready,
-        Err(e) => return tracing::warn!(error = %e, "read nodes"),
+        Err(e) => {
+            tracing::warn!(error = %e, "read nodes");
+            return false;
+        }
     };
     let views = lock(sessions).views();
     let now = Instant::now();
@@ -221,6 +236,7 @@ async fn detect_failures(
     }
     ask_for_checks(sessions, checks);
     let verdicts = failover::down_nodes(detector, &ready, &views, leader_since, now);
+    let mut declared = false;
     for verdict in verdicts {
         let command = pb::Command {
             op: Some(pb::command::Op::SetNodeStatus(pb::SetNodeStatusCommand {
@@ -233,6 +249,7 @@ async fn detect_failures(
         };
         match cluster.write(command).await {
             Ok(_) => {
+                declared = true;
                 lock(sessions).end_node(&verdict.node_id);
                 tracing::warn!(node_id = %verdict.node_id, reason = %verdict.reason, "node declared down");
             }
@@ -241,6 +258,7 @@ async fn detect_failures(
             }
         }
     }
+    declared
 }
 
 /// Sends each check to its askers' sessions, without waiting: a session whose stream

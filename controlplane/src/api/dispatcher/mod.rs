@@ -95,6 +95,9 @@ pub struct Sessions {
     pub live: HashMap<String, SessionInfo>,
     /// Node id → its last, ended, session.
     pub ended: HashMap<String, EndedSession>,
+    /// Notified when a session ends or a gossip report arrives, so the leader's loop
+    /// decides at once instead of at its next tick.
+    pub evidence: Arc<tokio::sync::Notify>,
 }
 
 impl Sessions {

@@ -333,10 +333,12 @@ impl Session {
                     })
                     .collect();
                 tracing::debug!(node_id = %self.node_id, ?reports, "dispatcher: gossip report");
-                if let Some(info) = lock(&self.sessions).live.get_mut(&self.node_id)
+                let mut sessions = lock(&self.sessions);
+                if let Some(info) = sessions.live.get_mut(&self.node_id)
                     && info.session_id == self.session_id
                 {
                     info.reports = reports;
+                    sessions.evidence.notify_one();
                 }
             }
             Up::MigrationProgress(progress) => {
@@ -378,6 +380,7 @@ impl Session {
         {
             let ended = super::EndedSession::of(&info, how);
             sessions.ended.insert(self.node_id.clone(), ended);
+            sessions.evidence.notify_one();
         }
     }
 
