@@ -145,15 +145,14 @@ pub async fn run(
                 recorded_term = Some(term);
             }
         }
-        if on_evidence {
-            // Only the detector's input changed; a verdict changes what to schedule,
-            // so the scheduler follows at once, else it waits for the tick as before.
-            if !detect_failures(&cluster, &sessions, &detector, since, &mut asked).await {
-                continue;
-            }
-        } else {
+        if !on_evidence {
             expire_due_leases(&cluster, &mut clocks).await;
-            detect_failures(&cluster, &sessions, &detector, since, &mut asked).await;
+        }
+        let declared = detect_failures(&cluster, &sessions, &detector, since, &mut asked).await;
+        // On evidence only the detector's input changed; a verdict changes what to
+        // schedule, so the scheduler follows at once, else it waits for the tick.
+        if on_evidence && !declared {
+            continue;
         }
         let index = *applied.borrow();
         let due =

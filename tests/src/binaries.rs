@@ -449,3 +449,10 @@ pub fn cli_ok(addr: &str, args: &[&str]) -> String {
     assert!(output.status.success(), "constellation {args:?} failed");
     String::from_utf8(output.stdout).expect("UTF-8 output")
 }
+
+/// The last `lines` lines of a log file (empty if it cannot be read), for errors.
+pub fn log_tail(path: &Path, lines: usize) -> String {
+    let log = std::fs::read_to_string(path).unwrap_or_default();
+    let all: Vec<&str> = log.lines().collect();
+    all[all.len().saturating_sub(lines)..].join("\n")
+}

@@ -33,7 +33,6 @@
 use anyhow::{Context, bail};
 use bollard::Docker;
 use std::collections::HashSet;
-use std::fmt::Write as _;
 use std::fs;
 use std::io::Write as _;
 use std::net::Ipv4Addr;
@@ -1267,13 +1266,7 @@ impl Host {
 
     /// The last `lines` lines of its dockerd's log.
     pub fn log_tail(&self, lines: usize) -> String {
-        let log = fs::read_to_string(self.dir.join("dockerd.log")).unwrap_or_default();
-        let all: Vec<&str> = log.lines().collect();
-        let mut out = String::new();
-        for line in &all[all.len().saturating_sub(lines)..] {
-            let _ = writeln!(out, "{line}");
-        }
-        out
+        crate::binaries::log_tail(&self.dir.join("dockerd.log"), lines)
     }
 
     fn reap_dockerd(&mut self) {

@@ -23,7 +23,7 @@ use crate::iptables::AddressCounter;
 use anyhow::Context;
 use constellation_proto::v1 as pb;
 use constellation_proto::v1::control_plane_client::ControlPlaneClient;
-use constellation_tests::binaries::{ControlPlane, Start};
+use constellation_tests::binaries::{ControlPlane, Start, log_tail};
 use std::collections::HashMap;
 use std::net::{IpAddr, SocketAddr};
 use std::path::{Path, PathBuf};
@@ -487,13 +487,6 @@ impl MemberProcess {
             let _ = self.child.kill().await;
         }
     }
-}
-
-/// The last `n` lines of a log file, for errors.
-fn log_tail(path: &Path, n: usize) -> String {
-    let text = std::fs::read_to_string(path).unwrap_or_default();
-    let lines: Vec<&str> = text.lines().collect();
-    lines[lines.len().saturating_sub(n)..].join("\n")
 }
 
 /// One node's change as the control plane's Watch stream delivered it.
