@@ -449,12 +449,7 @@ pub fn result_or_error(result: pb::CommandResult) -> Result<pb::CommandResult> {
 }
 
 /// Now, as a protobuf timestamp (the proposer's clock: see `Command.proposed_at`).
+/// Read from the step-proof [`crate::clock`], not from the wall clock.
 pub fn now() -> pbjson_types::Timestamp {
-    let since = std::time::SystemTime::now()
-        .duration_since(std::time::UNIX_EPOCH)
-        .unwrap_or_default();
-    pbjson_types::Timestamp {
-        seconds: since.as_secs() as i64,
-        nanos: since.subsec_nanos() as i32,
-    }
+    crate::clock::now()
 }

@@ -33,3 +33,26 @@ pub fn is_healthy(a: &pb::Allocation) -> bool {
     let s = a.status.clone().unwrap_or_default();
     s.state() == pb::AllocationState::Running && s.health() == pb::HealthState::Healthy
 }
+
+/// The service `name`; panics when the call fails or it does not exist.
+pub async fn service(addr: &str, name: &str) -> pb::Service {
+    client(addr)
+        .get_service(pb::GetServiceRequest {
+            name: name.into(),
+            ..Default::default()
+        })
+        .await
+        .expect("GetService")
+        .into_inner()
+        .service
+        .expect("a service")
+}
+
+/// The state of the service's last update (`Unspecified` when it never had one).
+pub fn update_state(service: &pb::Service) -> pb::UpdateState {
+    service
+        .status
+        .as_ref()
+        .and_then(|s| s.update.as_ref())
+        .map_or(pb::UpdateState::Unspecified, |u| u.state())
+}

@@ -33,6 +33,17 @@ pub fn binary(name: &str) -> anyhow::Result<PathBuf> {
     Ok(path)
 }
 
+/// Environment added to every process started from now on (see [`set_child_env`]).
+static CHILD_ENV: std::sync::Mutex<Vec<(String, String)>> = std::sync::Mutex::new(Vec::new());
+
+/// Adds `vars` to the environment of every process this test starts from now on, for
+/// a test that runs them under a tool such as libfaketime (`LD_PRELOAD`). Process-wide:
+/// only for a test alone in its test binary.
+pub fn set_child_env(vars: &[(&str, &str)]) {
+    let mut env = CHILD_ENV.lock().unwrap_or_else(|e| e.into_inner());
+    env.extend(vars.iter().map(|(k, v)| (k.to_string(), v.to_string())));
+}
+
 static ECHO_LOGS: std::sync::atomic::AtomicBool = std::sync::atomic::AtomicBool::new(true);
 
 /// Whether processes started from now on echo their log lines (on by default, so a
@@ -79,7 +90,9 @@ impl Process {
         binary: &Path,
         args: &[String],
     ) -> anyhow::Result<Self> {
+        let env = CHILD_ENV.lock().unwrap_or_else(|e| e.into_inner()).clone();
         let mut child = command
+            .envs(env)
             .args(args)
             .args(["--log-format", "json"])
             .stdin(Stdio::null())

@@ -39,3 +39,18 @@ pub fn http_service(name: &str, replicas: u32, check_ms: u64) -> pb::ServiceSpec
         ..Default::default()
     }
 }
+
+/// [`http_service`] with two replicas checked every 300 ms, updated stop-first one at
+/// a time with a 1 s monitor period and a 20 s healthy deadline.
+pub fn rolling_http_service(name: &str) -> pb::ServiceSpec {
+    pb::ServiceSpec {
+        update: Some(pb::UpdatePolicy {
+            parallelism: 1,
+            order: pb::UpdateOrder::StopFirst as i32,
+            monitor: millis(1000),
+            healthy_deadline: millis(20_000),
+            ..Default::default()
+        }),
+        ..http_service(name, 2, 300)
+    }
+}

@@ -3,22 +3,9 @@
 //! and a service without a previous spec is refused with a clear message.
 
 use constellation_proto::v1 as pb;
-use constellation_tests::api::client;
+use constellation_tests::api::service;
 use constellation_tests::binaries::{ControlPlane, cli, cli_ok as ok};
 use std::time::{Duration, Instant};
-
-async fn service(addr: &str) -> pb::Service {
-    client(addr)
-        .get_service(pb::GetServiceRequest {
-            name: "web".into(),
-            ..Default::default()
-        })
-        .await
-        .unwrap()
-        .into_inner()
-        .service
-        .unwrap()
-}
 
 #[tokio::test(flavor = "multi_thread")]
 async fn rollback_brings_the_previous_spec_back_as_a_new_version() {
@@ -44,18 +31,18 @@ async fn rollback_brings_the_previous_spec_back_as_a_new_version() {
 
     write("constellation-test/busybox:2");
     ok(addr, &["service", "apply", "-f", spec.to_str().unwrap()]);
-    assert_eq!(service(addr).await.version, 2);
+    assert_eq!(service(addr, "web").await.version, 2);
 
     let said = ok(addr, &["service", "rollback", "web"]);
     assert!(said.contains("version 3"), "{said}");
-    let rolled = service(addr).await;
+    let rolled = service(addr, "web").await;
     assert_eq!(rolled.version, 3);
     let image = rolled.spec.as_ref().map(|s| s.image.as_str());
     assert_eq!(image, Some("constellation-test/busybox:1"));
 
     let start = Instant::now();
     loop {
-        let update = service(addr)
+        let update = service(addr, "web")
             .await
             .status
             .and_then(|s| s.update)

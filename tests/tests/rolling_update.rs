@@ -5,51 +5,15 @@
 //! has fewer healthy replicas than the service asks for.
 
 use constellation_proto::v1 as pb;
-use constellation_tests::api::{allocations, client, is_healthy as healthy};
+use constellation_tests::api::{allocations, client, is_healthy as healthy, service, update_state};
 use constellation_tests::binaries::{Agent, ControlPlane};
 use constellation_tests::docker;
-use constellation_tests::specs::{http_service, millis};
+use constellation_tests::specs::rolling_http_service as web;
 use constellation_tests::wait_until;
 use std::sync::Arc;
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::time::{Duration, Instant};
 use tokio::io::{AsyncReadExt, AsyncWriteExt};
-
-/// Two busybox HTTP servers with a fast health check, stop-first updates one at a time
-/// with a short monitor period.
-fn web(name: &str) -> pb::ServiceSpec {
-    pb::ServiceSpec {
-        update: Some(pb::UpdatePolicy {
-            parallelism: 1,
-            order: pb::UpdateOrder::StopFirst as i32,
-            monitor: millis(1000),
-            healthy_deadline: millis(20_000),
-            ..Default::default()
-        }),
-        ..http_service(name, 2, 300)
-    }
-}
-
-async fn service(addr: &str, name: &str) -> pb::Service {
-    client(addr)
-        .get_service(pb::GetServiceRequest {
-            name: name.into(),
-            ..Default::default()
-        })
-        .await
-        .expect("GetService")
-        .into_inner()
-        .service
-        .expect("a service")
-}
-
-fn update_state(service: &pb::Service) -> pb::UpdateState {
-    service
-        .status
-        .as_ref()
-        .and_then(|s| s.update.as_ref())
-        .map_or(pb::UpdateState::Unspecified, |u| u.state())
-}
 
 /// One GET / with a 2 s bound; true on a 200 answer.
 async fn http_ok(addr: &str) -> bool {
