@@ -237,13 +237,17 @@ impl<S> Drop for TestNode<S> {
     }
 }
 
-fn config() -> Arc<Config> {
+/// Fast elections, for the in-memory store; `patient` for the sled store, whose
+/// fsyncs of 256 KiB entries on a loaded 2-core machine can hold a heartbeat past 300 ms
+/// and start an election in the middle of a test about replication.
+fn config(patient: bool) -> Arc<Config> {
+    let scale = if patient { 5 } else { 1 };
     let config = Config {
         cluster_name: "network-test".into(),
         heartbeat_interval: 50,
-        election_timeout_min: 300,
-        election_timeout_max: 600,
-        install_snapshot_timeout: 1000,
+        election_timeout_min: 300 * scale,
+        election_timeout_max: 600 * scale,
+        install_snapshot_timeout: 1000 * scale,
         snapshot_policy: SnapshotPolicy::LogsSinceLast(10),
         max_in_snapshot_log_to_keep: 0,
         purge_batch_size: 1,
@@ -255,14 +259,14 @@ fn config() -> Arc<Config> {
 /// A member on the in-memory test store.
 async fn start_node(id: NodeId) -> TestNode {
     let sm = StateMachine::default();
-    serve(id, LogStore::default(), sm, None).await
+    serve(id, LogStore::default(), sm, None, config(false)).await
 }
 
 /// A member on the real sled store in a temporary directory.
 async fn start_sled_node(id: NodeId) -> TestNode<StateMachineStore> {
     let dir = tempfile::tempdir().unwrap();
     let (log_store, sm) = crate::raft::store::open(&dir.path().join("raft")).unwrap();
-    serve(id, log_store, sm, Some(dir)).await
+    serve(id, log_store, sm, Some(dir), config(true)).await
 }
 
 async fn serve<LS, SM>(
@@ -270,6 +274,7 @@ async fn serve<LS, SM>(
     log_store: LS,
     sm: SM,
     dir: Option<tempfile::TempDir>,
+    config: Arc<Config>,
 ) -> TestNode<SM>
 where
     LS: RaftLogStorage<TypeConfig>,
@@ -281,7 +286,7 @@ where
         raft_addr: format!("127.0.0.1:{port}"),
         api_addr: format!("api-{id}.test:8443"),
     };
-    let raft = Raft::new(id, config(), Network::new(id), log_store, sm.clone())
+    let raft = Raft::new(id, config, Network::new(id), log_store, sm.clone())
         .await
         .unwrap();
     let service = peer_server(raft.clone());
