@@ -34,8 +34,9 @@ use constellation_proto::v1::{
     AllocationReport, AllocationState, AllocationStatus, Assignment, Assignments, AssignmentsKind,
     HealthState, RestartCondition,
 };
+use futures::stream::FuturesUnordered;
 use futures::{FutureExt, StreamExt};
-use std::collections::{BTreeMap, BTreeSet, HashMap};
+use std::collections::{BTreeMap, BTreeSet, HashMap, HashSet, VecDeque};
 use std::sync::Arc;
 use std::time::{Duration, Instant, SystemTime};
 use tokio::sync::mpsc;
@@ -116,6 +117,14 @@ pub struct Reconciler<R> {
     /// Where the desired set is saved on every change, if anywhere.
     state_file: Option<StateFile>,
     start_concurrency: usize,
+    /// The assignments stream while [`Reconciler::run`] runs: a batch of starts keeps
+    /// reading it, so what arrives meanwhile joins the batch instead of waiting for
+    /// its slowest container.
+    incoming: Option<mpsc::Receiver<Assignments>>,
+    /// Allocations changed while a batch was starting, reconciled once it is done.
+    deferred: BTreeSet<String>,
+    /// A FULL arrived while a batch was starting: everything is reconciled after it.
+    deferred_full: bool,
 }
 
 /// Why starting a new container failed, and the container if one was created.
@@ -184,6 +193,20 @@ async fn remove_containers<R: ContainerRuntime>(
     last
 }
 
+/// The next assignments message; never resolves without a stream or once it ended.
+async fn next_incoming(incoming: &mut Option<mpsc::Receiver<Assignments>>) -> Option<Assignments> {
+    match incoming {
+        Some(rx) => match rx.recv().await {
+            Some(msg) => Some(msg),
+            None => {
+                *incoming = None;
+                None
+            }
+        },
+        None => std::future::pending().await,
+    }
+}
+
 fn allocation_id(a: &Assignment) -> Option<String> {
     a.allocation
         .as_ref()
@@ -201,6 +224,9 @@ impl<R: ContainerRuntime + 'static> Reconciler<R> {
             advertise_ip: advertise_ip.into(),
             state_file: None,
             start_concurrency: DEFAULT_START_CONCURRENCY,
+            incoming: None,
+            deferred: BTreeSet::new(),
+            deferred_full: false,
         }
     }
 
@@ -411,54 +437,119 @@ impl<R: ContainerRuntime + 'static> Reconciler<R> {
     }
 
     /// Prepares, creates and starts a container for each assignment, at most
-    /// `start_concurrency` at once, and records the outcomes.
+    /// `start_concurrency` at once, and reports each outcome as it comes. While they
+    /// start, assignments keep arriving (under [`Reconciler::run`]): the allocations
+    /// they add join the queue, so the engine is never left idle waiting for the
+    /// batch's slowest container; any other change waits in `deferred` until the
+    /// batch is done.
     async fn start_new(&mut self, assignments: Vec<Assignment>) {
-        for a in &assignments {
-            if let Some(id) = allocation_id(a) {
-                self.allocs
-                    .get_mut(&id)
-                    .expect("state exists")
-                    .next_restart_at = None;
-                self.push(&id, a, AllocationState::Preparing, None, String::new());
-            }
+        let mut queue: VecDeque<Assignment> = VecDeque::new();
+        for a in assignments {
+            self.enqueue_start(&mut queue, a);
         }
         tracing::debug!(
-            count = assignments.len(),
+            count = queue.len(),
             concurrency = self.start_concurrency,
             "reconcile: starting containers"
         );
         let runtime = self.runtime.clone();
-        let outcomes: Vec<(Assignment, Result<Observed, Failure>)> =
-            futures::stream::iter(assignments.into_iter().map(|a| {
+        let mut starting = FuturesUnordered::new();
+        let mut in_flight: HashSet<String> = HashSet::new();
+        loop {
+            while starting.len() < self.start_concurrency {
+                let Some(a) = queue.pop_front() else { break };
+                in_flight.extend(allocation_id(&a));
                 let runtime = runtime.clone();
-                async move {
+                starting.push(async move {
                     let outcome = start_one(&*runtime, &a).await;
                     (a, outcome)
-                }
-            }))
-            .buffer_unordered(self.start_concurrency)
-            .collect()
-            .await;
-        for (a, outcome) in outcomes {
-            let Some(id) = allocation_id(&a) else {
-                continue;
-            };
-            match outcome {
-                Ok(obs) => {
-                    tracing::info!(allocation = %id, container = %obs.container_id, "reconcile: container started");
-                    if let Some(s) = self.allocs.get_mut(&id) {
-                        s.backoff.started(Instant::now());
-                    }
-                    let state = if obs.running {
-                        AllocationState::Running
-                    } else {
-                        AllocationState::Starting
-                    };
-                    let report = self.report(&id, &a, &obs, state, String::new());
-                    self.status.push(report);
-                }
-                Err(f) => self.failed(&id, &a, f),
+                });
             }
+            if starting.is_empty() {
+                break;
+            }
+            tokio::select! {
+                Some((a, outcome)) = starting.next() => {
+                    if let Some(id) = allocation_id(&a) {
+                        in_flight.remove(&id);
+                    }
+                    self.finish_start(a, outcome);
+                }
+                Some(msg) = next_incoming(&mut self.incoming) => {
+                    self.take_in_while_starting(msg, &mut queue, &in_flight);
+                }
+            }
+        }
+    }
+
+    /// Marks `a` as being prepared and queues its start.
+    fn enqueue_start(&mut self, queue: &mut VecDeque<Assignment>, a: Assignment) {
+        if let Some(id) = allocation_id(&a) {
+            self.allocs
+                .get_mut(&id)
+                .expect("state exists")
+                .next_restart_at = None;
+            self.push(&id, &a, AllocationState::Preparing, None, String::new());
+        }
+        queue.push_back(a);
+    }
+
+    /// Applies an assignments message that arrived while a batch was starting: the
+    /// allocations it adds (never seen before, so without a container) are queued;
+    /// every other change is left for after the batch.
+    fn take_in_while_starting(
+        &mut self,
+        msg: Assignments,
+        queue: &mut VecDeque<Assignment>,
+        in_flight: &HashSet<String>,
+    ) {
+        let is_full = msg.kind() == AssignmentsKind::Full;
+        let Applied::Changed(ids) = self.apply(msg) else {
+            return;
+        };
+        if is_full {
+            self.deferred_full = true;
+            return;
+        }
+        for id in ids {
+            let queued = queue.iter().any(|a| allocation_id(a).as_ref() == Some(&id));
+            let new = !self.allocs.contains_key(&id) && !in_flight.contains(&id) && !queued;
+            match self.desired.get(&id).cloned() {
+                Some(a) if new => {
+                    self.ensure_state(&id, &a);
+                    if self.allocs[&id].fallback.mode() == Mode::Primary {
+                        self.enqueue_start(queue, a);
+                    } else {
+                        self.deferred.insert(id);
+                    }
+                }
+                _ => {
+                    self.deferred.insert(id);
+                }
+            }
+        }
+    }
+
+    /// Records the outcome of one start and reports it.
+    fn finish_start(&mut self, a: Assignment, outcome: Result<Observed, Failure>) {
+        let Some(id) = allocation_id(&a) else {
+            return;
+        };
+        match outcome {
+            Ok(obs) => {
+                tracing::info!(allocation = %id, container = %obs.container_id, "reconcile: container started");
+                if let Some(s) = self.allocs.get_mut(&id) {
+                    s.backoff.started(Instant::now());
+                }
+                let state = if obs.running {
+                    AllocationState::Running
+                } else {
+                    AllocationState::Starting
+                };
+                let report = self.report(&id, &a, &obs, state, String::new());
+                self.status.push(report);
+            }
+            Err(f) => self.failed(&id, &a, f),
         }
     }
 
@@ -486,14 +577,24 @@ impl<R: ContainerRuntime + 'static> Reconciler<R> {
     /// events that queued up meanwhile are handled together, in one pass.
     pub async fn run(
         mut self,
-        mut assignments: mpsc::Receiver<Assignments>,
+        assignments: mpsc::Receiver<Assignments>,
         cancel: CancellationToken,
     ) {
+        self.incoming = Some(assignments);
         let mut events = self.runtime.events();
         let mut resync = tokio::time::interval(RESYNC_PERIOD);
         resync.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
-        let mut assignments_open = true;
         loop {
+            if std::mem::take(&mut self.deferred_full) {
+                self.deferred.clear();
+                self.reconcile_all().await;
+                continue;
+            }
+            if !self.deferred.is_empty() {
+                let ids = std::mem::take(&mut self.deferred);
+                self.reconcile_ids(ids).await;
+                continue;
+            }
             let wake = self.next_wakeup();
             let due = async move {
                 match wake {
@@ -503,18 +604,15 @@ impl<R: ContainerRuntime + 'static> Reconciler<R> {
             };
             tokio::select! {
                 () = cancel.cancelled() => return,
-                msg = assignments.recv(), if assignments_open => match msg {
-                    Some(msg) => {
-                        let mut batch = vec![msg];
-                        while batch.len() < MAX_BATCH
-                            && let Ok(m) = assignments.try_recv()
-                        {
-                            batch.push(m);
-                        }
-                        self.handle_batch(batch).await;
+                Some(msg) = next_incoming(&mut self.incoming) => {
+                    let mut batch = vec![msg];
+                    while batch.len() < MAX_BATCH
+                        && let Some(m) = self.incoming.as_mut().and_then(|rx| rx.try_recv().ok())
+                    {
+                        batch.push(m);
                     }
-                    None => assignments_open = false,
-                },
+                    self.handle_batch(batch).await;
+                }
                 event = events.next() => {
                     let mut ids = BTreeSet::new();
                     let mut failed = None;
