@@ -56,3 +56,17 @@ pub fn update_state(service: &pb::Service) -> pb::UpdateState {
         .and_then(|s| s.update.as_ref())
         .map_or(pb::UpdateState::Unspecified, |u| u.state())
 }
+
+/// Applies `spec`; panics when the call fails.
+pub async fn apply_service(addr: &str, spec: pb::ServiceSpec) -> pb::Service {
+    client(addr)
+        .apply_service(pb::ApplyServiceRequest {
+            spec: Some(spec),
+            ..Default::default()
+        })
+        .await
+        .expect("ApplyService")
+        .into_inner()
+        .service
+        .expect("a service")
+}

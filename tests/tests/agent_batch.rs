@@ -5,7 +5,7 @@
 //! measures the effect.
 
 use constellation_proto::v1 as pb;
-use constellation_tests::api::{allocations, client};
+use constellation_tests::api::{allocations, apply_service, client};
 use constellation_tests::binaries::{Agent, ControlPlane};
 use constellation_tests::docker;
 use constellation_tests::wait_until;
@@ -49,21 +49,9 @@ async fn a_service_applied_during_a_batch_of_starts_joins_it() {
     let _agent = Agent::start(&node, &cp.api_addr, &dir.path().join("secrets"))
         .await
         .unwrap();
-    let apply = |spec: pb::ServiceSpec| {
-        let addr = cp.api_addr.clone();
-        async move {
-            client(&addr)
-                .apply_service(pb::ApplyServiceRequest {
-                    spec: Some(spec),
-                    ..Default::default()
-                })
-                .await
-                .expect("ApplyService");
-        }
-    };
     // 24 containers take a few seconds on this engine (about 6-10 starts/s).
     let big = docker::unique_name("batchbig");
-    apply(sleeper(&big, 24)).await;
+    apply_service(&cp.api_addr, sleeper(&big, 24)).await;
     wait_until(
         Duration::from_secs(30),
         "the batch is being prepared",
@@ -72,7 +60,7 @@ async fn a_service_applied_during_a_batch_of_starts_joins_it() {
     .await;
 
     let late = docker::unique_name("batchlate");
-    apply(sleeper(&late, 1)).await;
+    apply_service(&cp.api_addr, sleeper(&late, 1)).await;
     let deadline = std::time::Instant::now() + Duration::from_secs(60);
     let big_when_late_reported = loop {
         if allocations(&cp.api_addr, &late).await.iter().any(reported) {

@@ -12,7 +12,7 @@
 //! Alone in its test binary: the faketime environment is process-wide in the harness.
 
 use constellation_proto::v1 as pb;
-use constellation_tests::api::{allocations, client, is_healthy, service, update_state};
+use constellation_tests::api::{allocations, apply_service, is_healthy, service, update_state};
 use constellation_tests::binaries::{Agent, ControlPlane, set_child_env};
 use constellation_tests::docker;
 use constellation_tests::specs::rolling_http_service;
@@ -108,19 +108,7 @@ async fn a_wall_clock_step_during_a_rolling_update_does_not_change_its_outcome()
     // period (1 s) far shorter than the step back: either step, seen by the control
     // plane, would decide the update.
     let spec = rolling_http_service(&name);
-    let apply = |spec: pb::ServiceSpec| {
-        let addr = cp.api_addr.clone();
-        async move {
-            client(&addr)
-                .apply_service(pb::ApplyServiceRequest {
-                    spec: Some(spec),
-                    ..Default::default()
-                })
-                .await
-                .expect("ApplyService");
-        }
-    };
-    apply(spec.clone()).await;
+    apply_service(&cp.api_addr, spec.clone()).await;
     wait_until(Duration::from_secs(40), "two healthy replicas", || async {
         let live = allocations(&cp.api_addr, &name).await;
         live.len() == 2 && live.iter().all(is_healthy)
@@ -131,7 +119,7 @@ async fn a_wall_clock_step_during_a_rolling_update_does_not_change_its_outcome()
     // The new version never passes its health check.
     let mut broken = spec.clone();
     broken.command = ["sh", "-c", "exec sleep 3600"].map(String::from).to_vec();
-    apply(broken).await;
+    apply_service(&cp.api_addr, broken).await;
     set_offset(&offset, 300);
     wait_until(Duration::from_secs(40), "rolling back", || async {
         update_state(&service(&cp.api_addr, &name).await) == pb::UpdateState::RollingBack
