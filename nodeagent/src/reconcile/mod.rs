@@ -13,7 +13,10 @@
 //! the control plane is unreachable the last desired set stays and reconciling goes on.
 //!
 //! [`Reconciler::run`] is driven by the runtime's events (one allocation at a time), a
-//! full resync every [`RESYNC_PERIOD`], and the earliest pending restart.
+//! full resync every [`RESYNC_PERIOD`], and the earliest pending restart. New
+//! allocations start as a pool, `start_concurrency` at a time; while the pool runs it
+//! keeps reading assignments, so new allocations join it and other changes wait for
+//! it to drain (the engine is not left idle behind the pool's slowest container).
 
 mod backoff;
 mod desired;
