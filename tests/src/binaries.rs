@@ -39,9 +39,11 @@ static CHILD_ENV: std::sync::Mutex<Vec<(String, String)>> = std::sync::Mutex::ne
 /// Adds `vars` to the environment of every process this test starts from now on, for
 /// a test that runs them under a tool such as libfaketime (`LD_PRELOAD`). Process-wide:
 /// only for a test alone in its test binary.
-pub fn set_child_env(vars: &[(&str, &str)]) {
-    let mut env = CHILD_ENV.lock().unwrap_or_else(|e| e.into_inner());
-    env.extend(vars.iter().map(|(k, v)| (k.to_string(), v.to_string())));
+pub fn set_child_env(vars: impl IntoIterator<Item = (String, String)>) {
+    CHILD_ENV
+        .lock()
+        .unwrap_or_else(|e| e.into_inner())
+        .extend(vars);
 }
 
 static ECHO_LOGS: std::sync::atomic::AtomicBool = std::sync::atomic::AtomicBool::new(true);
@@ -310,6 +312,30 @@ impl ControlPlane {
         .await?;
         *self = again;
         Ok(())
+    }
+}
+
+/// A one-member control plane and one agent on the default Docker engine, with their
+/// data under a test's directory; the agent's containers are removed on drop.
+pub struct OneNode {
+    // Dropped in this order: the agent first, then its containers, then the control plane.
+    pub agent: Agent,
+    _containers: crate::docker::NodeContainersGuard,
+    pub cp: ControlPlane,
+}
+
+impl OneNode {
+    /// Bootstraps `dir/cp1` and starts an agent named after `prefix` against it.
+    pub async fn start(dir: &Path, prefix: &str) -> anyhow::Result<Self> {
+        let cp = ControlPlane::bootstrap(1, &dir.join("cp1")).await?;
+        let node = crate::docker::unique_name(prefix);
+        let containers = crate::docker::NodeContainersGuard::new(&[&node]);
+        let agent = Agent::start(&node, &cp.api_addr, &dir.join("secrets")).await?;
+        Ok(Self {
+            agent,
+            _containers: containers,
+            cp,
+        })
     }
 }
 

@@ -6,7 +6,7 @@
 
 use constellation_proto::v1 as pb;
 use constellation_tests::api::{allocations, apply_service, client};
-use constellation_tests::binaries::{Agent, ControlPlane};
+use constellation_tests::binaries::OneNode;
 use constellation_tests::docker;
 use constellation_tests::wait_until;
 use std::time::Duration;
@@ -41,14 +41,8 @@ async fn a_service_applied_during_a_batch_of_starts_joins_it() {
         return;
     };
     let dir = tempfile::tempdir().unwrap();
-    let cp = ControlPlane::bootstrap(1, &dir.path().join("cp1"))
-        .await
-        .unwrap();
-    let node = docker::unique_name("batch");
-    let _containers = docker::NodeContainersGuard::new(&[&node]);
-    let _agent = Agent::start(&node, &cp.api_addr, &dir.path().join("secrets"))
-        .await
-        .unwrap();
+    let cluster = OneNode::start(dir.path(), "batch").await.unwrap();
+    let cp = &cluster.cp;
     // 24 containers take a few seconds on this engine (about 6-10 starts/s).
     let big = docker::unique_name("batchbig");
     apply_service(&cp.api_addr, sleeper(&big, 24)).await;

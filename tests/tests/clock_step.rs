@@ -13,7 +13,7 @@
 
 use constellation_proto::v1 as pb;
 use constellation_tests::api::{allocations, apply_service, is_healthy, service, update_state};
-use constellation_tests::binaries::{Agent, ControlPlane, set_child_env};
+use constellation_tests::binaries::{OneNode, set_child_env};
 use constellation_tests::docker;
 use constellation_tests::specs::rolling_http_service;
 use constellation_tests::wait_until;
@@ -83,7 +83,6 @@ async fn a_wall_clock_step_during_a_rolling_update_does_not_change_its_outcome()
     };
     let dir = tempfile::tempdir().unwrap();
     let offset = dir.path().join("faketime-offset");
-    set_offset(&offset, 0);
     let env = faketime_env(&library, &offset);
     set_offset(&offset, 300);
     let seen = faked_seconds(&env) - real_seconds();
@@ -92,17 +91,10 @@ async fn a_wall_clock_step_during_a_rolling_update_does_not_change_its_outcome()
         "faketime offset not applied: {seen} s"
     );
     set_offset(&offset, 0);
-    let vars: Vec<(&str, &str)> = env.iter().map(|(k, v)| (k.as_str(), v.as_str())).collect();
-    set_child_env(&vars);
+    set_child_env(env);
 
-    let cp = ControlPlane::bootstrap(1, &dir.path().join("cp1"))
-        .await
-        .unwrap();
-    let node = docker::unique_name("clock");
-    let _containers = docker::NodeContainersGuard::new(&[&node]);
-    let _agent = Agent::start(&node, &cp.api_addr, &dir.path().join("secrets"))
-        .await
-        .unwrap();
+    let cluster = OneNode::start(dir.path(), "clock").await.unwrap();
+    let cp = &cluster.cp;
     let name = docker::unique_name("clockweb");
     // Its healthy deadline (20 s) is far shorter than the step forward, its monitor
     // period (1 s) far shorter than the step back: either step, seen by the control

@@ -6,7 +6,7 @@
 
 use constellation_proto::v1 as pb;
 use constellation_tests::api::{allocations, client, is_healthy as healthy, service, update_state};
-use constellation_tests::binaries::{Agent, ControlPlane};
+use constellation_tests::binaries::OneNode;
 use constellation_tests::docker;
 use constellation_tests::specs::rolling_http_service as web;
 use constellation_tests::wait_until;
@@ -46,14 +46,8 @@ async fn a_version_failing_its_health_check_rolls_back_while_the_old_one_serves(
         return;
     };
     let dir = tempfile::tempdir().unwrap();
-    let cp = ControlPlane::bootstrap(1, &dir.path().join("cp1"))
-        .await
-        .unwrap();
-    let node = docker::unique_name("roll");
-    let _containers = docker::NodeContainersGuard::new(&[&node]);
-    let _agent = Agent::start(&node, &cp.api_addr, &dir.path().join("secrets"))
-        .await
-        .unwrap();
+    let cluster = OneNode::start(dir.path(), "roll").await.unwrap();
+    let cp = &cluster.cp;
     let name = docker::unique_name("rollweb");
     client(&cp.api_addr)
         .apply_service(pb::ApplyServiceRequest {
@@ -210,14 +204,8 @@ async fn a_start_first_update_never_has_fewer_healthy_replicas_than_asked_for() 
         return;
     };
     let dir = tempfile::tempdir().unwrap();
-    let cp = ControlPlane::bootstrap(1, &dir.path().join("cp1"))
-        .await
-        .unwrap();
-    let node = docker::unique_name("roll");
-    let _containers = docker::NodeContainersGuard::new(&[&node]);
-    let _agent = Agent::start(&node, &cp.api_addr, &dir.path().join("secrets"))
-        .await
-        .unwrap();
+    let cluster = OneNode::start(dir.path(), "roll").await.unwrap();
+    let cp = &cluster.cp;
     let name = docker::unique_name("rollweb");
     let mut spec = web(&name);
     if let Some(update) = spec.update.as_mut() {

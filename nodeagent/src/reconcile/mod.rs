@@ -39,7 +39,7 @@ use constellation_proto::v1::{
 };
 use futures::stream::FuturesUnordered;
 use futures::{FutureExt, StreamExt};
-use std::collections::{BTreeMap, BTreeSet, HashMap, HashSet, VecDeque};
+use std::collections::{BTreeMap, BTreeSet, HashMap, VecDeque};
 use std::sync::Arc;
 use std::time::{Duration, Instant, SystemTime};
 use tokio::sync::mpsc;
@@ -457,11 +457,9 @@ impl<R: ContainerRuntime + 'static> Reconciler<R> {
         );
         let runtime = self.runtime.clone();
         let mut starting = FuturesUnordered::new();
-        let mut in_flight: HashSet<String> = HashSet::new();
         loop {
             while starting.len() < self.start_concurrency {
                 let Some(a) = queue.pop_front() else { break };
-                in_flight.extend(allocation_id(&a));
                 let runtime = runtime.clone();
                 starting.push(async move {
                     let outcome = start_one(&*runtime, &a).await;
@@ -472,14 +470,9 @@ impl<R: ContainerRuntime + 'static> Reconciler<R> {
                 break;
             }
             tokio::select! {
-                Some((a, outcome)) = starting.next() => {
-                    if let Some(id) = allocation_id(&a) {
-                        in_flight.remove(&id);
-                    }
-                    self.finish_start(a, outcome);
-                }
+                Some((a, outcome)) = starting.next() => self.finish_start(a, outcome),
                 Some(msg) = next_incoming(&mut self.incoming) => {
-                    self.take_in_while_starting(msg, &mut queue, &in_flight);
+                    self.take_in_while_starting(msg, &mut queue);
                 }
             }
         }
@@ -499,13 +492,9 @@ impl<R: ContainerRuntime + 'static> Reconciler<R> {
 
     /// Applies an assignments message that arrived while a batch was starting: the
     /// allocations it adds (never seen before, so without a container) are queued;
-    /// every other change is left for after the batch.
-    fn take_in_while_starting(
-        &mut self,
-        msg: Assignments,
-        queue: &mut VecDeque<Assignment>,
-        in_flight: &HashSet<String>,
-    ) {
+    /// every other change is left for after the batch. Whatever is queued or starting
+    /// already has its state, so "never seen" is "no state".
+    fn take_in_while_starting(&mut self, msg: Assignments, queue: &mut VecDeque<Assignment>) {
         let is_full = msg.kind() == AssignmentsKind::Full;
         let Applied::Changed(ids) = self.apply(msg) else {
             return;
@@ -515,8 +504,7 @@ impl<R: ContainerRuntime + 'static> Reconciler<R> {
             return;
         }
         for id in ids {
-            let queued = queue.iter().any(|a| allocation_id(a).as_ref() == Some(&id));
-            let new = !self.allocs.contains_key(&id) && !in_flight.contains(&id) && !queued;
+            let new = !self.allocs.contains_key(&id);
             match self.desired.get(&id).cloned() {
                 Some(a) if new => {
                     self.ensure_state(&id, &a);
