@@ -10,6 +10,10 @@ use std::path::PathBuf;
 
 pub const DEFAULT_API_LISTEN: &str = "127.0.0.1:7400";
 pub const DEFAULT_RAFT_LISTEN: &str = "127.0.0.1:7401";
+/// Bounds of `--heartbeat-period`: below, heartbeats would cost more than the work they
+/// watch; above, a silent node would go unnoticed for minutes.
+pub const HEARTBEAT_PERIOD_MIN: std::time::Duration = std::time::Duration::from_millis(100);
+pub const HEARTBEAT_PERIOD_MAX: std::time::Duration = std::time::Duration::from_secs(60);
 
 /// Run a member of the Constellation control plane (a Raft cluster).
 #[derive(Debug, Clone, Default, clap::Parser, Serialize, Deserialize)]
@@ -63,6 +67,11 @@ pub struct Flags {
     /// [default: 5s].
     #[arg(long, env = "CONSTELLATION_FAILOVER_GRACE")]
     pub failover_grace: Option<String>,
+    /// How often agents heartbeat on their session (Swarm's dispatcher heartbeat); a
+    /// session silent for 3 periods counts as gone, and its node is checked through
+    /// gossip after 1.5 [default: 1s, at least 100ms, at most 60s].
+    #[arg(long, env = "CONSTELLATION_HEARTBEAT_PERIOD")]
+    pub heartbeat_period: Option<String>,
     #[command(flatten)]
     pub log: LogFlags,
 }
@@ -87,6 +96,7 @@ pub struct Config {
     pub start: Start,
     pub tuning: crate::cluster::Tuning,
     pub failure_detector: crate::failover::DetectorSettings,
+    pub dispatcher: crate::api::DispatcherSettings,
 }
 
 impl constellation_proto::process::Flags for Flags {
@@ -162,6 +172,19 @@ impl Flags {
             self.failover_grace,
             &mut failure_detector.grace,
         );
+        let mut dispatcher = crate::api::DispatcherSettings::default();
+        let mut heartbeat = dispatcher.heartbeat_period;
+        duration("heartbeat_period", self.heartbeat_period, &mut heartbeat);
+        if !(HEARTBEAT_PERIOD_MIN..=HEARTBEAT_PERIOD_MAX).contains(&heartbeat) {
+            bad.push(
+                "heartbeat_period",
+                format!(
+                    "{heartbeat:?} is out of range ({HEARTBEAT_PERIOD_MIN:?} to {HEARTBEAT_PERIOD_MAX:?})"
+                ),
+            );
+        }
+        dispatcher.heartbeat_period = heartbeat;
+        failure_detector.follow_heartbeat(heartbeat);
         bad.into_result()?;
         let parse = |s: &str| s.parse().expect("default address parses");
         Ok(Config {
@@ -176,6 +199,7 @@ impl Flags {
             start,
             tuning,
             failure_detector,
+            dispatcher,
         })
     }
 }
@@ -183,5 +207,58 @@ impl Flags {
 impl From<constellation_proto::process::ConfigError> for Error {
     fn from(e: constellation_proto::process::ConfigError) -> Self {
         Error::Config(e.to_string())
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use std::time::Duration;
+
+    fn flags(heartbeat: Option<&str>) -> Flags {
+        Flags {
+            id: Some(1),
+            data_dir: Some("/tmp/cp".into()),
+            heartbeat_period: heartbeat.map(String::from),
+            ..Default::default()
+        }
+    }
+
+    #[test]
+    fn heartbeat_period_sets_the_sessions_and_their_timeouts() {
+        let defaults = flags(None).resolve().unwrap();
+        assert_eq!(defaults.dispatcher.heartbeat_period, Duration::from_secs(1));
+        assert_eq!(
+            defaults.failure_detector,
+            crate::failover::DetectorSettings::default(),
+            "the default period keeps the detector's defaults"
+        );
+
+        let slow = flags(Some("5s")).resolve().unwrap();
+        assert_eq!(slow.dispatcher.heartbeat_period, Duration::from_secs(5));
+        assert_eq!(
+            slow.failure_detector.session_timeout,
+            Duration::from_secs(15)
+        );
+        assert_eq!(
+            slow.failure_detector.check_after,
+            Duration::from_millis(7500)
+        );
+    }
+
+    #[test]
+    fn a_bad_heartbeat_period_is_named_with_its_reason() {
+        for (value, reason) in [
+            ("50ms", "out of range"),
+            ("2m", "out of range"),
+            ("0s", "more than zero"),
+            ("soon", "not a duration"),
+        ] {
+            let e = flags(Some(value)).resolve().unwrap_err().to_string();
+            assert!(
+                e.contains("heartbeat_period") && e.contains(reason),
+                "{value}: {e}"
+            );
+        }
     }
 }

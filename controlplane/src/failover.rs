@@ -85,6 +85,14 @@ impl Default for DetectorSettings {
 }
 
 impl DetectorSettings {
+    /// Sizes the session timeouts for agents heartbeating every `period`: gone after
+    /// three periods of silence, checked through gossip after one and a half (the
+    /// defaults are those of the default 1 s period).
+    pub fn follow_heartbeat(&mut self, period: Duration) {
+        self.session_timeout = period * 3;
+        self.check_after = period * 3 / 2;
+    }
+
     /// The heartbeat TTL of a cluster of `nodes` nodes, before jitter.
     pub fn ttl(&self, nodes: usize) -> Duration {
         let scaled = if self.heartbeats_per_second > 0.0 {

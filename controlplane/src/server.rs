@@ -90,7 +90,7 @@ pub async fn run(
 
     let mut api_routes = base_routes().await?;
     api_routes.add_service(crate::api::control_plane_server(cluster.clone()));
-    let dispatcher = crate::api::DispatcherService::new(cluster.clone(), Default::default());
+    let dispatcher = crate::api::DispatcherService::new(cluster.clone(), config.dispatcher.clone());
     let sessions = dispatcher.sessions();
     api_routes.add_service(dispatcher.into_server());
     let mut raft_routes = base_routes().await?;

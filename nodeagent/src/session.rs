@@ -237,6 +237,11 @@ impl Session {
                     let _ = tokio::time::timeout(GOODBYE_TIMEOUT, drained).await;
                     return Ended::Cancelled;
                 }
+                // A report pushed while nothing was pending: loop, so the flush is
+                // timed from it rather than from whatever wakes the session next (a
+                // heartbeat can be a period away, and a health change is what
+                // failover and Traefik wait for).
+                () = self.status.changed(), if flush_at.is_none() => {}
                 () = tokio::time::sleep_until(silent_until) => {
                     return self.end(accepted, format!("nothing from the control plane for {:?}", period * SILENCE_HEARTBEATS));
                 }

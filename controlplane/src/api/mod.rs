@@ -26,7 +26,7 @@ mod tests;
 
 use crate::cluster::Cluster;
 use constellation_proto::v1::control_plane_server::ControlPlaneServer;
-pub use dispatcher::{DispatcherService, dispatcher_server};
+pub use dispatcher::{DispatcherService, DispatcherSettings, dispatcher_server};
 
 /// Largest request message the API accepts; larger ones are refused before a handler
 /// runs ([`limit`]). Snapshot restores stream in chunks well below it.
