@@ -208,6 +208,8 @@ impl Session {
         let mut sequence = 0u64;
         let mut accepted = false;
         let mut last_flush = Instant::now() - STATUS_FLUSH_INTERVAL;
+        // The cluster size gossip was last tuned for (0: not yet told).
+        let mut told_size = 0u32;
         loop {
             let flush_at = if self.status.has_pending() {
                 Some(last_flush + STATUS_FLUSH_INTERVAL)
@@ -271,6 +273,7 @@ impl Session {
                                 controlplane = %addr, node_id = %a.node_id, session_id = %a.session_id,
                                 heartbeat = ?period, "session accepted"
                             );
+                            self.tell_gossip_the_size(a.cluster_nodes, &mut told_size);
                             if let Some(gossip) = &self.gossip {
                                 let seeds = a.gossip_seeds.iter().filter_map(|s| s.parse().ok()).collect();
                                 let _ = gossip.seeds.try_send(seeds);
@@ -290,6 +293,7 @@ impl Session {
                             }
                         }
                         Some(Down::HeartbeatAck(ack)) => {
+                            self.tell_gossip_the_size(ack.cluster_nodes, &mut told_size);
                             if let Some(p) = ack.heartbeat_period.as_ref().and_then(duration)
                                 && p != period
                             {
@@ -326,6 +330,17 @@ impl Session {
                     }
                 }
             }
+        }
+    }
+
+    /// Retunes gossip for the `nodes` the control plane counts (0: it did not say), when
+    /// that differs from `told`, the size it was last tuned for.
+    fn tell_gossip_the_size(&self, nodes: u32, told: &mut u32) {
+        let (Some(gossip), Some(n)) = (&self.gossip, std::num::NonZeroU32::new(nodes)) else {
+            return;
+        };
+        if nodes != *told && gossip.handle.try_resize(n) {
+            *told = nodes;
         }
     }
 

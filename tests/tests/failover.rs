@@ -20,6 +20,19 @@ async fn a_killed_hosts_replica_runs_elsewhere_and_its_restart_runs_no_duplicate
         return Ok(());
     };
     let victim_name = node_name(victim);
+    // The first agent's gossip was retuned for the size the control plane told its
+    // session (one node then): 0.6 s of suspicion, not the 1 s of the 100 members it
+    // assumes until told. (The later agents log theirs before the harness's wait for
+    // their gossip to join, which reads past it.)
+    let first = cluster.agents[0].as_mut().expect("the first agent runs");
+    let tuned = first
+        .wait_for_log("gossip: tuned for the cluster size", WAIT)
+        .await?;
+    assert_eq!(tuned.get("members").map(String::as_str), Some("1"));
+    assert_eq!(
+        tuned.get("suspect_to_down").map(String::as_str),
+        Some("600ms")
+    );
 
     let killed = Instant::now();
     cluster.kill_host(victim).await?;
@@ -100,8 +113,10 @@ async fn a_partition_shorter_than_the_suspicion_time_declares_nothing_down() -> 
         return Ok(());
     };
 
-    // One second cut off: less than gossip's suspicion (a probe period plus 1 s to
-    // refute) and less than the control plane's session timeout.
+    // One second cut off: less than the 1.5 s of session silence after which the
+    // control plane asks gossip to check the node, and than its 3 s session timeout.
+    // Gossip's own probes may still suspect the host (a failed probe plus 0.6 s to
+    // refute), which alone declares nothing.
     cluster.hosts.host_mut(victim).partition()?;
     let healed_at = Instant::now() + Duration::from_secs(1);
     let watch_until = Instant::now() + Duration::from_secs(12);

@@ -169,6 +169,18 @@ impl GossipConfig {
         Ok(())
     }
 
+    /// Retunes the suspicion time for a cluster of `members` ([`suspicion_for`]; any
+    /// override of `suspect_to_down` is replaced). Retransmissions keep the size the
+    /// member was built for: a count that grows while a cluster starts would otherwise
+    /// cut them exactly during the join storm they are sized for. True when the
+    /// suspicion time changed.
+    pub fn resize(&mut self, members: NonZeroU32) -> bool {
+        let suspect_to_down = suspicion_for(members);
+        let changed = suspect_to_down != self.suspect_to_down;
+        self.suspect_to_down = suspect_to_down;
+        changed
+    }
+
     /// foca's configuration for these settings; `envelope_len` bytes of each datagram
     /// are ours, the rest is foca's.
     pub(crate) fn foca_config(&self, envelope_len: usize) -> foca::Config {
@@ -251,6 +263,21 @@ mod tests {
         assert_eq!(m(1), 4);
         assert_eq!(m(50), 11);
         assert_eq!(m(200), 14);
+    }
+
+    #[test]
+    fn resizing_retunes_the_suspicion_time_only() {
+        let n = |n| NonZeroU32::new(n).unwrap();
+        let mut c = GossipConfig::lan("n", "c", 100);
+        let transmissions = c.foca_config(8).max_transmissions;
+        assert!(c.resize(n(3)));
+        assert_eq!(c.suspect_to_down, Duration::from_millis(600));
+        assert_eq!(c.foca_config(8).suspect_to_down_after, c.suspect_to_down);
+        assert_eq!(c.foca_config(8).max_transmissions, transmissions);
+        assert!(!c.resize(n(5)), "the same suspicion time changes nothing");
+        assert!(c.resize(n(200)));
+        assert_eq!(c.suspect_to_down, Duration::from_millis(1150));
+        c.validate().unwrap();
     }
 
     #[test]

@@ -25,6 +25,7 @@ pub use task::GossipTask;
 
 use crate::{Error, Result};
 use std::net::SocketAddr;
+use std::num::NonZeroU32;
 use std::sync::Arc;
 use std::sync::atomic::{AtomicU64, Ordering};
 use tokio::net::UdpSocket;
@@ -133,6 +134,7 @@ pub(crate) enum Command {
     SetHealth(HealthDigest),
     Members(oneshot::Sender<Vec<MemberInfo>>),
     Check { name: String, generation: u64 },
+    Resize(NonZeroU32),
 }
 
 /// The way in to a running gossip member. Cheap to clone.
@@ -234,6 +236,14 @@ impl GossipHandle {
         self.send(Command::Check { name, generation }).await
     }
 
+    /// Retunes the member for a cluster of `members` nodes (see
+    /// [`GossipConfig::resize`]), as the control plane counts them. Does not wait: false
+    /// when the command queue is full or the task has stopped, so the caller asks again
+    /// later.
+    pub fn try_resize(&self, members: NonZeroU32) -> bool {
+        self.commands.try_send(Command::Resize(members)).is_ok()
+    }
+
     pub fn stats(&self) -> StatsSnapshot {
         self.stats.snapshot()
     }
@@ -248,7 +258,8 @@ fn stopped() -> Error {
 }
 
 /// Members the agent's gossip is tuned for until the control plane tells it the cluster
-/// size: suspicion is 0.5 s · log10(n), so this only moves it between 0.6 s and ~1.3 s.
+/// size (`SessionAccepted.cluster_nodes`, then every heartbeat ack): suspicion is
+/// 0.5 s · log10(n), so this only moves it between 0.6 s and ~1.3 s.
 pub const AGENT_EXPECTED_MEMBERS: u32 = 100;
 
 /// The agent's gossip member: binds `--gossip-listen`, advertises the agent's address

@@ -247,11 +247,16 @@ impl GossipTask {
             return;
         }
         self.health_score = score;
+        tracing::debug!(score, "gossip: local health score changed");
+        self.apply_config();
+    }
+
+    /// Hands the settings to foca, the suspicion time scaled by local health.
+    fn apply_config(&mut self) {
         let mut config = self.config.foca_config(ENVELOPE_LEN);
-        config.suspect_to_down_after = self.config.suspect_to_down * (1 + score);
-        match self.foca.set_config(config) {
-            Ok(()) => tracing::debug!(score, "gossip: local health score changed"),
-            Err(e) => tracing::warn!(error = %e, "gossip: could not scale the suspicion time"),
+        config.suspect_to_down_after = self.config.suspect_to_down * (1 + self.health_score);
+        if let Err(e) = self.foca.set_config(config) {
+            tracing::warn!(error = %e, "gossip: could not change the settings");
         }
     }
 
@@ -385,6 +390,16 @@ impl GossipTask {
                 let _ = reply.send(self.members());
             }
             Command::Check { name, generation } => self.start_check(&name, generation).await,
+            Command::Resize(members) => {
+                if self.config.resize(members) {
+                    tracing::info!(
+                        members = members.get(),
+                        suspect_to_down = ?self.config.suspect_to_down,
+                        "gossip: tuned for the cluster size"
+                    );
+                    self.apply_config();
+                }
+            }
         }
     }
 

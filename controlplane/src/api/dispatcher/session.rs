@@ -162,9 +162,11 @@ async fn accepted(
     node_id: &str,
     session_id: &str,
 ) -> Result<pb::SessionAccepted> {
-    let gossip_seeds = service
+    let (gossip_seeds, cluster_nodes) = service
         .cluster
-        .read(pb::ReadConsistency::Stale, |s| gossip_seeds(s, node_id))
+        .read(pb::ReadConsistency::Stale, |s| {
+            (gossip_seeds(s, node_id), cluster_nodes(s))
+        })
         .await?;
     let controlplane_addrs = service
         .cluster
@@ -181,7 +183,13 @@ async fn accepted(
         heartbeat_period: Some(super::proto_duration(service.settings.heartbeat_period)),
         gossip_seeds,
         controlplane_addrs,
+        cluster_nodes,
     })
+}
+
+/// Nodes the state knows, as the agents' gossip should size itself (saturating).
+fn cluster_nodes(state: &State) -> u32 {
+    u32::try_from(state.nodes().count()).unwrap_or(u32::MAX)
 }
 
 fn gossip_seeds(state: &State, node_id: &str) -> Vec<String> {
@@ -297,9 +305,15 @@ impl Session {
                         "a newer session of this node replaced this one".into(),
                     )));
                 }
+                let cluster_nodes = self
+                    .cluster
+                    .read(pb::ReadConsistency::Stale, cluster_nodes)
+                    .await
+                    .unwrap_or_default();
                 let ack = pb::HeartbeatAck {
                     sequence: beat.sequence,
                     heartbeat_period: Some(super::proto_duration(self.settings.heartbeat_period)),
+                    cluster_nodes,
                 };
                 self.send(Down::HeartbeatAck(ack))
                     .await

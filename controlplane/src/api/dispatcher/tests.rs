@@ -267,6 +267,7 @@ async fn session_follows_assignments_and_batches_status() {
     );
     assert!(accepted.gossip_seeds.is_empty(), "{accepted:?}");
     assert_eq!(accepted.controlplane_addrs, vec![m.api_addr.clone()]);
+    assert_eq!(accepted.cluster_nodes, 1, "the node counts itself");
     let node = m.cluster.state().read().await.node("node-1").cloned();
     assert_eq!(
         node.as_ref().map(|n| n.id.as_str()),
@@ -341,7 +342,10 @@ async fn session_follows_assignments_and_batches_status() {
     // Each ReportStatus write settles the service once: one event means one write.
     assert_eq!(service_events, 1);
 
-    // Heartbeats are acknowledged with the period.
+    // Heartbeats are acknowledged with the period and the cluster's size, which has
+    // grown by a node since this session was accepted.
+    let (_other, other_accepted) = join(&mut m.dispatcher, "node-2").await;
+    assert_eq!(other_accepted.cluster_nodes, 2);
     agent
         .send(Up::Heartbeat(pb::Heartbeat { sequence: 7 }))
         .await;
@@ -350,6 +354,7 @@ async fn session_follows_assignments_and_batches_status() {
     };
     assert_eq!(ack.sequence, 7);
     assert_eq!(ack.heartbeat_period, accepted.heartbeat_period);
+    assert_eq!(ack.cluster_nodes, 2);
 
     // Deleting the service removes both.
     m.control
