@@ -16,6 +16,8 @@ const BASELINE_LABEL: &str = "constellation.bench";
 /// Rounds of (sequential loop, parallel loop, Constellation), interleaved so a change
 /// in the machine's load hits all three alike.
 const ROUNDS: usize = 2;
+/// Longest the removal of one round's containers may take (about 10 s when the engine is well).
+const REMOVAL_TIMEOUT: Duration = Duration::from_secs(300);
 /// Concurrency of the parallel baseline (the agent's default start concurrency).
 pub const PARALLEL: usize = 8;
 
@@ -221,13 +223,35 @@ async fn docker_run_loop(count: usize, image: &str) -> anyhow::Result<Duration> 
     Ok(started.elapsed())
 }
 
+/// Removes the containers labelled `key=value`, `PARALLEL` per `docker rm -f` call.
+/// One call for all of them makes the CLI remove 100 at once, and Docker 20.10's engine
+/// has twice stopped answering starts and removals after such a call (once in this
+/// section of a full run). A stuck engine then fails the section (and the rest of the
+/// run goes on) instead of hanging it.
 async fn remove_labelled(key: &str, value: &str) -> anyhow::Result<()> {
-    let script =
-        format!("docker ps -aq --filter label={key}={value} | xargs -r docker rm -f >/dev/null");
-    tokio::process::Command::new("sh")
+    let list = format!("docker ps -aq --filter label={key}={value}");
+    let script = format!("{list} | xargs -r -n {PARALLEL} docker rm -f >/dev/null");
+    let removal = tokio::process::Command::new("sh")
         .args(["-c", &script])
-        .status()
+        .kill_on_drop(true)
+        .status();
+    tokio::time::timeout(REMOVAL_TIMEOUT, removal)
+        .await
+        .with_context(|| {
+            format!(
+                "removing the containers labelled {key}={value} took over {REMOVAL_TIMEOUT:?}: \
+                 the Docker engine stopped answering (restart dockerd)"
+            )
+        })??;
+    let left = tokio::process::Command::new("sh")
+        .args(["-c", &list])
+        .output()
         .await?;
+    let left = String::from_utf8_lossy(&left.stdout).lines().count();
+    anyhow::ensure!(
+        left == 0,
+        "{left} containers labelled {key}={value} are left after removing them"
+    );
     Ok(())
 }
 
