@@ -40,6 +40,11 @@ impl State {
         self.nodes.get(id)
     }
 
+    /// How many nodes the state knows.
+    pub fn node_count(&self) -> usize {
+        self.nodes.len()
+    }
+
     /// Every node, by name.
     pub fn nodes(&self) -> impl Iterator<Item = &Node> {
         self.node_names.values().filter_map(|id| self.nodes.get(id))

@@ -187,9 +187,10 @@ async fn accepted(
     })
 }
 
-/// Nodes the state knows, as the agents' gossip should size itself (saturating).
+/// Nodes the state knows, as the agents' gossip should size itself (saturating). Read
+/// on every heartbeat of every agent, so a map's length, not a walk over the nodes.
 fn cluster_nodes(state: &State) -> u32 {
-    u32::try_from(state.nodes().count()).unwrap_or(u32::MAX)
+    u32::try_from(state.node_count()).unwrap_or(u32::MAX)
 }
 
 fn gossip_seeds(state: &State, node_id: &str) -> Vec<String> {
