@@ -22,15 +22,47 @@ use constellation_proto::v1::{
     ServiceSpec, volume_mount,
 };
 use futures::stream::{BoxStream, StreamExt, TryStreamExt};
-use std::collections::HashMap;
+use std::collections::{HashMap, HashSet};
 use std::os::unix::fs::PermissionsExt;
 use std::path::{Path, PathBuf};
+use std::sync::{Arc, Mutex};
 use std::time::{Duration, SystemTime, UNIX_EPOCH};
 
 /// Bound on one pull or build when the spec sets none.
 const DEFAULT_PULL_TIMEOUT: Duration = Duration::from_secs(300);
 /// Subdirectory of an allocation's file directory holding its configs.
 const CONFIGS_SUBDIR: &str = ".configs";
+/// Bound on the containers remembered as OOM-killed (see [`OomSeen`]).
+const OOM_SEEN_MAX: usize = 4096;
+
+/// Containers Docker sent an `oom` event for since their last start.
+///
+/// Docker 20.10 sets `State.OOMKilled` only if containerd's OOM event reached it
+/// before the exit event; when they arrive the other way round the flag stays false
+/// for good, though Docker still emits its `oom` event. Inspect ORs this set in, so
+/// an OOM kill is reported whichever order the engine saw.
+#[derive(Clone, Default)]
+struct OomSeen(Arc<Mutex<HashSet<String>>>);
+
+impl OomSeen {
+    fn record(&self, event: &RuntimeEvent) {
+        let mut seen = self.0.lock().unwrap_or_else(|e| e.into_inner());
+        match event.kind {
+            RuntimeEventKind::Oom if seen.len() < OOM_SEEN_MAX => {
+                seen.insert(event.container_id.0.clone());
+            }
+            RuntimeEventKind::Start | RuntimeEventKind::Destroy => {
+                seen.remove(&event.container_id.0);
+            }
+            _ => {}
+        }
+    }
+
+    fn contains(&self, container_id: &str) -> bool {
+        let seen = self.0.lock().unwrap_or_else(|e| e.into_inner());
+        seen.contains(container_id)
+    }
+}
 
 /// The runtime on a Docker engine. Cheap to clone.
 #[derive(Clone)]
@@ -41,6 +73,7 @@ pub struct DockerRuntime {
     /// other's containers.
     node: String,
     secrets_dir: PathBuf,
+    oom_seen: OomSeen,
 }
 
 pub(super) fn is_status(e: &RuntimeError, code: u16) -> bool {
@@ -140,6 +173,7 @@ impl DockerRuntime {
             docker,
             node: node.into(),
             secrets_dir,
+            oom_seen: OomSeen::default(),
         }
     }
 
@@ -607,6 +641,10 @@ impl ContainerRuntime for DockerRuntime {
             Some(ContainerStateStatusEnum::DEAD) => ContainerStatus::Dead,
             _ => ContainerStatus::Unknown,
         };
+        let container_id = c.id.unwrap_or_else(|| id.0.clone());
+        let running = state.running.unwrap_or(false);
+        let oom_killed = state.oom_killed.unwrap_or(false)
+            || (!running && self.oom_seen.contains(&container_id));
         let net = c.network_settings.unwrap_or_default();
         let mut endpoints = Vec::new();
         for (key, bindings) in net.ports.unwrap_or_default() {
@@ -637,19 +675,19 @@ impl ContainerRuntime for DockerRuntime {
         let mut networks: Vec<String> = net.networks.unwrap_or_default().into_keys().collect();
         networks.sort();
         Ok(Observed {
-            container_id: ContainerId(c.id.unwrap_or_else(|| id.0.clone())),
+            container_id: ContainerId(container_id),
             name: c
                 .name
                 .unwrap_or_default()
                 .trim_start_matches('/')
                 .to_string(),
             status,
-            running: state.running.unwrap_or(false),
+            running,
             exit_code: state
                 .exit_code
                 .and_then(|c| i32::try_from(c).ok())
                 .unwrap_or(0),
-            oom_killed: state.oom_killed.unwrap_or(false),
+            oom_killed,
             error: state.error.unwrap_or_default(),
             health: health_from(state.health.and_then(|h| h.status)),
             started_at: timestamp(state.started_at.as_deref()),
@@ -706,13 +744,15 @@ impl ContainerRuntime for DockerRuntime {
             ),
         ]);
         let opts = EventsOptionsBuilder::new().filters(&filters).build();
+        let oom_seen = self.oom_seen.clone();
         self.docker
             .events(Some(opts))
-            .filter_map(|item| async move {
-                match item {
-                    Ok(msg) => event_of(msg).map(Ok),
-                    Err(e) => Some(Err(RuntimeError::from(e))),
+            .filter_map(move |item| {
+                let event = item.map(event_of).map_err(RuntimeError::from).transpose();
+                if let Some(Ok(e)) = &event {
+                    oom_seen.record(e);
                 }
+                std::future::ready(event)
             })
             .boxed()
     }
@@ -737,6 +777,40 @@ impl ContainerRuntime for DockerRuntime {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    fn event(id: &str, kind: RuntimeEventKind) -> RuntimeEvent {
+        RuntimeEvent {
+            container_id: ContainerId(id.into()),
+            allocation_id: "a".into(),
+            kind,
+        }
+    }
+
+    /// An `oom` event marks the container until its next start or its removal, and
+    /// the set stays bounded.
+    #[test]
+    fn oom_events_mark_a_container_until_it_starts_again() {
+        let seen = OomSeen::default();
+        seen.record(&event(
+            "c1",
+            RuntimeEventKind::Die {
+                exit_code: Some(137),
+            },
+        ));
+        assert!(!seen.contains("c1"));
+        seen.record(&event("c1", RuntimeEventKind::Oom));
+        assert!(seen.contains("c1"));
+        assert!(!seen.contains("c2"));
+        seen.record(&event("c1", RuntimeEventKind::Start));
+        assert!(!seen.contains("c1"));
+        seen.record(&event("c1", RuntimeEventKind::Oom));
+        seen.record(&event("c1", RuntimeEventKind::Destroy));
+        assert!(!seen.contains("c1"));
+        for i in 0..OOM_SEEN_MAX + 10 {
+            seen.record(&event(&format!("x{i}"), RuntimeEventKind::Oom));
+        }
+        assert_eq!(seen.0.lock().unwrap().len(), OOM_SEEN_MAX);
+    }
 
     /// An engine that is not there is told apart from one that answers with an error.
     #[tokio::test]
