@@ -14,6 +14,9 @@ pub const DEFAULT_RAFT_LISTEN: &str = "127.0.0.1:7401";
 /// watch; above, a silent node would go unnoticed for minutes.
 pub const HEARTBEAT_PERIOD_MIN: std::time::Duration = std::time::Duration::from_millis(100);
 pub const HEARTBEAT_PERIOD_MAX: std::time::Duration = std::time::Duration::from_secs(60);
+/// Largest `snapshot_after_mib`: 1 TiB, far past any log worth keeping (and the byte
+/// count it gives cannot overflow).
+pub const MAX_SNAPSHOT_AFTER_MIB: u64 = 1024 * 1024;
 
 /// Run a member of the Constellation control plane (a Raft cluster).
 #[derive(Debug, Clone, Default, clap::Parser, Serialize, Deserialize)]
@@ -56,6 +59,10 @@ pub struct Flags {
     /// Build a Raft snapshot and compact the log after this many entries [default: 10000].
     #[arg(long, env = "CONSTELLATION_SNAPSHOT_AFTER_LOGS")]
     pub snapshot_after_logs: Option<u64>,
+    /// ... or after this many MiB of log entries, whichever comes first; 0 snapshots
+    /// by entries only [default: 64].
+    #[arg(long, env = "CONSTELLATION_SNAPSHOT_AFTER_MIB")]
+    pub snapshot_after_mib: Option<u64>,
     /// Events kept for Watch to replay [default: 10000].
     #[arg(long, env = "CONSTELLATION_EVENT_HISTORY")]
     pub event_history: Option<usize>,
@@ -146,6 +153,14 @@ impl Flags {
         match self.snapshot_after_logs {
             Some(0) => bad.push("snapshot_after_logs", "must be positive"),
             Some(n) => tuning.snapshot_after_logs = n,
+            None => {}
+        }
+        match self.snapshot_after_mib {
+            Some(n) if n > MAX_SNAPSHOT_AFTER_MIB => bad.push(
+                "snapshot_after_mib",
+                format!("must be at most {MAX_SNAPSHOT_AFTER_MIB} (1 TiB)"),
+            ),
+            Some(n) => tuning.snapshot_after_bytes = n * 1024 * 1024,
             None => {}
         }
         match self.event_history {
@@ -260,5 +275,32 @@ mod tests {
                 "{value}: {e}"
             );
         }
+    }
+
+    #[test]
+    fn snapshots_follow_the_log_size_limit() {
+        let tuning = |mib| {
+            Flags {
+                snapshot_after_mib: mib,
+                ..flags(None)
+            }
+            .resolve()
+        };
+        assert_eq!(
+            tuning(None).unwrap().tuning.snapshot_after_bytes,
+            crate::cluster::DEFAULT_SNAPSHOT_AFTER_BYTES
+        );
+        assert_eq!(
+            tuning(Some(8)).unwrap().tuning.snapshot_after_bytes,
+            8 << 20
+        );
+        assert_eq!(tuning(Some(0)).unwrap().tuning.snapshot_after_bytes, 0);
+        let e = tuning(Some(MAX_SNAPSHOT_AFTER_MIB + 1))
+            .unwrap_err()
+            .to_string();
+        assert!(
+            e.contains("snapshot_after_mib") && e.contains("at most"),
+            "{e}"
+        );
     }
 }

@@ -129,8 +129,10 @@ pub async fn run(
         config.failure_detector.clone(),
         shutdown.clone(),
     ));
+    let snapshots = tokio::spawn(cluster.clone().snapshot_by_size(shutdown.clone()));
     let result = servers.await.map(|_| ());
     let _ = leader_duties.await;
+    let _ = snapshots.await;
     cluster.shutdown().await;
     result
 }

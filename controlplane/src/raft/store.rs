@@ -64,7 +64,9 @@ use tokio::sync::{RwLock, watch};
 #[cfg(test)]
 mod tests;
 
+mod growth;
 mod recent;
+pub use growth::LogGrowth;
 use recent::RecentEntries;
 
 /// sled's page cache for the raft database. The log and snapshots are read mostly
@@ -114,13 +116,15 @@ pub fn open_with_history(
     let logs = tree(LOGS_TREE)?;
     let meta = tree(META_TREE)?;
     let snapshot = tree(SNAPSHOT_TREE)?;
+    let growth = Arc::new(LogGrowth::default());
     let log_store = LogStore {
         logs,
         meta,
         snapshot: snapshot.clone(),
         recent: Arc::default(),
+        growth: Arc::clone(&growth),
     };
-    let sm = StateMachineStore::load(db, snapshot, history_capacity).map_err(|e| {
+    let sm = StateMachineStore::load(db, snapshot, history_capacity, growth).map_err(|e| {
         Error::Internal(format!("loading raft snapshot at {}: {e}", path.display()))
     })?;
     Ok((log_store, sm))
@@ -183,6 +187,8 @@ pub struct LogStore {
     snapshot: sled::Tree,
     /// The newest entries, shared by every clone (see [`recent`]).
     recent: Arc<RecentEntries>,
+    /// Bytes appended since the last snapshot, shared with the state machine.
+    growth: Arc<LogGrowth>,
 }
 
 impl LogStore {
@@ -195,6 +201,11 @@ impl LogStore {
             || self.meta.contains_key(KEY_LAST_PURGED).map_err(err)?
             || !self.logs.is_empty()
             || self.snapshot.contains_key(KEY_SNAPSHOT_META).map_err(err)?)
+    }
+
+    /// The log's growth since the last snapshot, for the size-triggered snapshots.
+    pub fn growth(&self) -> Arc<LogGrowth> {
+        Arc::clone(&self.growth)
     }
 
     fn read_log_id(&self, key: &[u8], what: &str) -> Result<Option<LogId>, StorageError> {
@@ -346,9 +357,11 @@ impl RaftLogStorage<TypeConfig> for LogStore {
         let mut batch = sled::Batch::default();
         let mut last = None;
         let mut appended = Vec::new();
+        let mut total = 0;
         for entry in entries {
             let bytes = convert::encode_entry(&entry);
             let size = bytes.len();
+            total += size as u64;
             batch.insert(&index_key(entry.log_id.index), bytes);
             last = Some(entry.log_id);
             appended.push((entry, size));
@@ -360,6 +373,7 @@ impl RaftLogStorage<TypeConfig> for LogStore {
             None => StorageIOError::write_logs(ctx(&e, "writing log entries")),
         })?;
         self.recent.appended(appended);
+        self.growth.appended(total);
         // The entries are readable now; acknowledge them only once they are on disk.
         match self.flush().await {
             Ok(()) => {
@@ -443,6 +457,8 @@ struct Machine {
     applied_tx: watch::Sender<u64>,
     /// Serialises snapshot writes, so an older snapshot never replaces a newer one.
     snapshot_write: tokio::sync::Mutex<()>,
+    /// Reset whenever the state is captured for a snapshot or replaced by one.
+    growth: Arc<LogGrowth>,
 }
 
 impl Machine {
@@ -560,6 +576,7 @@ impl StateMachineStore {
         db: sled::Db,
         snapshot: sled::Tree,
         history_capacity: usize,
+        growth: Arc<LogGrowth>,
     ) -> Result<Self, StorageError> {
         let (state, applied) = match read_snapshot(&snapshot)? {
             Some((meta, data)) => {
@@ -580,6 +597,7 @@ impl StateMachineStore {
             applied: Mutex::new(applied),
             applied_tx,
             snapshot_write: tokio::sync::Mutex::new(()),
+            growth,
         };
         Ok(Self {
             inner: Arc::new(machine),
@@ -607,12 +625,16 @@ impl StateMachineStore {
 
 impl RaftSnapshotBuilder<TypeConfig> for StateMachineStore {
     async fn build_snapshot(&mut self) -> Result<Snapshot, StorageError> {
+        let started = std::time::Instant::now();
         // The state and how far it has applied, taken together under the read lock.
-        let (snapshot, applied) = {
+        let (writer, applied) = {
             let state = self.inner.state.read().await;
-            (state.to_snapshot(), self.inner.applied())
+            self.inner.growth.snapshotted();
+            (state.begin_snapshot(), self.inner.applied())
         };
-        let data = snapshot.encode_to_vec();
+        let locked = started.elapsed();
+        let data = writer.finish();
+        let encoded = started.elapsed();
         // Unique across restarts (sled persists its id generator).
         let counter = self.inner.db.generate_id().map_err(|e| {
             StorageIOError::write_snapshot(None, ctx(&e, "generating a snapshot id"))
@@ -627,7 +649,14 @@ impl RaftSnapshotBuilder<TypeConfig> for StateMachineStore {
             snapshot_id,
         };
         self.inner.write_snapshot(&meta, &data).await?;
-        tracing::info!(%meta, bytes = data.len(), "raft store: built snapshot");
+        tracing::info!(
+            %meta,
+            bytes = data.len(),
+            locked_ms = locked.as_millis() as u64,
+            encode_ms = (encoded - locked).as_millis() as u64,
+            write_ms = (started.elapsed() - encoded).as_millis() as u64,
+            "raft store: built snapshot"
+        );
         Ok(Snapshot {
             meta,
             snapshot: Box::new(Cursor::new(data)),
@@ -694,6 +723,7 @@ impl RaftStateMachine<TypeConfig> for StateMachineStore {
         };
         let mut state = self.inner.state.write().await;
         *state = new_state;
+        self.inner.growth.snapshotted();
         self.inner.set_applied_and_publish(&state, applied);
         drop(state);
         tracing::info!(%meta, bytes = data.len(), "raft store: installed snapshot");

@@ -6,6 +6,7 @@
 //! and it clears the history, so the invariant holds across it too.
 
 use std::collections::VecDeque;
+use std::sync::Arc;
 
 use constellation_proto::v1::{Event, Topic, event::Payload};
 use pbjson_types::Timestamp;
@@ -39,7 +40,9 @@ pub fn event_topic(event: &Event) -> Topic {
 pub(super) struct EventLog {
     /// Index of the last event applied (or the index a restore jumped to).
     index: u64,
-    history: VecDeque<Event>,
+    /// Shared, so a snapshot takes the history without copying it under the state's
+    /// lock (events never change once recorded).
+    history: VecDeque<Arc<Event>>,
     capacity: usize,
 }
 
@@ -57,7 +60,7 @@ impl EventLog {
     pub(super) fn restored(index: u64, events: Vec<Event>, capacity: usize) -> Self {
         let mut log = Self {
             index,
-            history: events.into(),
+            history: events.into_iter().map(Arc::new).collect(),
             capacity,
         };
         log.trim();
@@ -78,17 +81,22 @@ impl EventLog {
     }
 
     pub(super) fn retained(&self) -> impl ExactSizeIterator<Item = &Event> {
-        self.history.iter()
+        self.history.iter().map(|e| &**e)
+    }
+
+    /// The retained events, shared rather than copied.
+    pub(super) fn retained_shared(&self) -> Vec<Arc<Event>> {
+        self.history.iter().cloned().collect()
     }
 
     /// Appends an event with the next index.
     pub(super) fn push(&mut self, time: Timestamp, payload: Payload) {
         self.index = self.index.saturating_add(1);
-        self.history.push_back(Event {
+        self.history.push_back(Arc::new(Event {
             index: self.index,
             time: Some(time),
             payload: Some(payload),
-        });
+        }));
         self.trim();
     }
 
@@ -129,7 +137,7 @@ impl EventLog {
             .iter()
             .skip(skip)
             .filter(|e| all_topics || topics.contains(&event_topic(e)))
-            .cloned()
+            .map(|e| (**e).clone())
             .collect())
     }
 

@@ -60,6 +60,7 @@ pub use events::{Compacted, event_topic};
 pub use nodes::DEFAULT_DRAIN_DEADLINE;
 pub use queries::AllocationFilter;
 pub use services::spec_hash;
+pub use snapshot::SnapshotWriter;
 pub use updates::{runtime_hash, spec_of_version, update_in_progress, update_state};
 
 use events::EventLog;

@@ -15,6 +15,7 @@ use constellation_proto::v1::{
     event::Payload,
 };
 use proptest::prelude::*;
+use prost::Message;
 
 use super::*;
 
@@ -330,6 +331,12 @@ proptest! {
             prop_assert_eq!(&restored.to_snapshot(), &snapshot);
             prop_assert_eq!(&restored, &state, "indexes rebuilt as maintained");
         }
+    }
+
+    #[test]
+    fn snapshot_encoded_in_place_matches_the_copy(steps in steps()) {
+        let (state, _, _) = run(&steps);
+        prop_assert_eq!(state.encode_snapshot(), state.to_snapshot().encode_to_vec());
     }
 
     #[test]

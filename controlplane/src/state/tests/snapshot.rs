@@ -90,6 +90,8 @@ fn round_trip_is_exact() {
         restored.to_snapshot().encode_to_vec(),
         snapshot.encode_to_vec()
     );
+    // Every collection, the lease tokens and the leadership are written in place too.
+    assert_eq!(state.encode_snapshot(), snapshot.encode_to_vec());
 }
 
 #[test]

@@ -87,6 +87,9 @@ enum Bench {
         /// Concurrency levels.
         #[arg(long, value_delimiter = ',', default_value = "1,16,256")]
         clients: Vec<usize>,
+        /// Echo the members' log lines to stderr (snapshots, elections).
+        #[arg(long)]
+        logs: bool,
     },
     /// Time to start N containers through Constellation (one agent) against a shell
     /// loop of `docker run -d`, then the agent's RSS and idle CPU.
@@ -171,7 +174,11 @@ async fn main() -> anyhow::Result<()> {
     match Args::parse().bench {
         Bench::Compare(options) => compare::run(options).await,
         Bench::GossipMember(args) => gossip_member::run(args).await,
-        Bench::Raft { seconds, clients } => raft(Duration::from_secs(seconds), &clients).await,
+        Bench::Raft {
+            seconds,
+            clients,
+            logs,
+        } => raft(Duration::from_secs(seconds), &clients, logs).await,
         Bench::Containers { count } => containers::run(count).await,
         Bench::Failover { trials } => failover::run(trials).await,
         Bench::Scheduler { nodes, allocations } => scheduler::run(nodes, allocations),
@@ -217,8 +224,8 @@ async fn main() -> anyhow::Result<()> {
     }
 }
 
-async fn raft(duration: Duration, levels: &[usize]) -> anyhow::Result<()> {
-    set_echo_logs(false);
+async fn raft(duration: Duration, levels: &[usize], logs: bool) -> anyhow::Result<()> {
+    set_echo_logs(logs);
     let dir = tempfile::tempdir()?;
     let cluster = load::Cluster::start(dir.path()).await?;
     let leader = &cluster.leader_addr;
