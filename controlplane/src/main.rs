@@ -7,6 +7,9 @@ use constellation_proto::process;
 use std::time::Duration;
 use tokio::task::JoinSet;
 
+#[global_allocator]
+static ALLOCATOR: tikv_jemallocator::Jemalloc = tikv_jemallocator::Jemalloc;
+
 /// Time given to in-flight work after a shutdown signal before tasks are aborted.
 const DRAIN_GRACE: Duration = Duration::from_secs(10);
 
