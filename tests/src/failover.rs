@@ -100,11 +100,29 @@ impl Cluster {
 
     /// Kills host `i` as a power cut would (agent, dockerd, containers).
     pub async fn kill_host(&mut self, i: usize) -> anyhow::Result<()> {
-        self.hosts.host_mut(i).kill().await?;
-        if let Some(mut agent) = self.agents[i].take() {
-            let _ = agent.kill().await;
-        }
+        self.start_kill_host(i).await?;
+        self.hosts.host_mut(i).reap_after_kill();
         Ok(())
+    }
+
+    /// [`Cluster::kill_host`] as a future that borrows nothing: the SIGKILLs go out at
+    /// once, and the future ends when every process of the host is gone (which can
+    /// take a second or two), so a caller can watch the cluster react meanwhile. Then
+    /// `hosts.host_mut(i).reap_after_kill()`.
+    pub fn start_kill_host(
+        &mut self,
+        i: usize,
+    ) -> impl std::future::Future<Output = anyhow::Result<()>> + use<> {
+        let killing = self.hosts.hosts()[i].start_kill();
+        let agent = self.agents[i].take();
+        async move {
+            killing.await??;
+            // The agent ran in the host's namespace, so it is dead; collect it.
+            if let Some(mut agent) = agent {
+                let _ = agent.kill().await;
+            }
+            Ok(())
+        }
     }
 
     /// Stops host `i`'s agent cleanly (SIGTERM), as an upgrade or restart would; its

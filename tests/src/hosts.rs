@@ -1296,11 +1296,23 @@ impl Host {
     /// up: the kernel still answers, so connections are refused rather than hanging.
     /// Use [`Host::crash`] for a host that goes silent.
     pub async fn kill(&mut self) -> anyhow::Result<()> {
+        self.start_kill().await??;
+        self.reap_after_kill();
+        Ok(())
+    }
+
+    /// [`Host::kill`] without waiting: the killing runs on its own (the first SIGKILLs
+    /// go out at once; it ends when every process is gone), so a caller can watch what
+    /// the death causes meanwhile. Then [`Host::reap_after_kill`].
+    pub fn start_kill(&self) -> tokio::task::JoinHandle<anyhow::Result<()>> {
         let ownership = self.ownership();
         let name = self.name.clone();
-        tokio::task::spawn_blocking(move || kill_all(&ownership, &name)).await??;
+        tokio::task::spawn_blocking(move || kill_all(&ownership, &name))
+    }
+
+    /// Collects the killed dockerd after [`Host::start_kill`] has finished.
+    pub fn reap_after_kill(&mut self) {
         self.reap_dockerd();
-        Ok(())
     }
 
     /// A machine that dies and falls silent: [`Host::partition`] then [`Host::kill`].
