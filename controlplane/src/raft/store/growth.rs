@@ -7,6 +7,9 @@
 //! in sled before the first snapshot, and writes slowed round after round as it grew.
 //! A byte limit bounds the log whatever the batching; the cluster's snapshot task
 //! ([`crate::cluster`]) waits on [`LogGrowth::due`] and asks openraft for a snapshot.
+//!
+//! The count starts at zero when the member starts: a restarted member snapshots by
+//! size only after another limit's worth of appends (or at the entry count).
 
 use std::sync::atomic::{AtomicU64, Ordering};
 use tokio::sync::Notify;
