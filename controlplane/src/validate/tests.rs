@@ -1212,7 +1212,10 @@ proptest! {
 
     #[test]
     fn generated_image_references_are_accepted(
-        s in "([a-z0-9]+\\.[a-z]{2,5}(:[1-9][0-9]{0,3})?/)?[a-z0-9]+([_-][a-z0-9]+){0,2}(/[a-z0-9]+([._-][a-z0-9]+){0,2}){0,2}(:[a-zA-Z0-9_][a-zA-Z0-9_.-]{0,20})?"
+        // Parts are bounded so the whole name stays within the 255 characters a
+        // repository name may have (at most 32 + 62 + 2 x 63 = 220 here); the
+        // limit itself is tested on its own.
+        s in "([a-z0-9]{1,20}\\.[a-z]{2,5}(:[1-9][0-9]{0,3})?/)?[a-z0-9]{1,20}([_-][a-z0-9]{1,20}){0,2}(/[a-z0-9]{1,20}([._-][a-z0-9]{1,20}){0,2}){0,2}(:[a-zA-Z0-9_][a-zA-Z0-9_.-]{0,20})?"
     ) {
         prop_assert!(parse_image_reference(&s).is_ok(), "{:?}", parse_image_reference(&s));
     }
