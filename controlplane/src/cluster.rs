@@ -35,8 +35,12 @@ use std::time::{Duration, Instant};
 use tokio::sync::watch;
 use tokio_util::sync::CancellationToken;
 
-/// Least time between two size-triggered snapshot requests.
+/// Least time between two snapshot requests.
 const SNAPSHOT_RETRIGGER_DELAY: Duration = Duration::from_secs(1);
+
+/// How often the snapshot task looks for the voter set it staggers this member in,
+/// until it is known.
+const SNAPSHOT_STAGGER_POLL: Duration = Duration::from_secs(1);
 
 /// Longest a joining member may take to catch up before it would be made a voter.
 pub const CATCH_UP_TIMEOUT: Duration = Duration::from_secs(30);
@@ -92,7 +96,8 @@ impl Tuning {
             heartbeat_interval: ms(self.heartbeat),
             election_timeout_min: ms(self.election_timeout_min),
             election_timeout_max: ms(self.election_timeout_max),
-            snapshot_policy: openraft::SnapshotPolicy::LogsSinceLast(self.snapshot_after_logs),
+            // The member decides by entries and bytes itself (see `snapshot_when_due`).
+            snapshot_policy: openraft::SnapshotPolicy::Never,
             max_in_snapshot_log_to_keep: self.logs_kept_after_snapshot,
             ..Default::default()
         }
@@ -129,7 +134,9 @@ impl Cluster {
         let raft = Raft::new(id, config, network.clone(), log_store.clone(), sm_store)
             .await
             .map_err(|e| Error::Internal(format!("start raft: {e}")))?;
-        log_store.growth().set_limit(tuning.snapshot_after_bytes);
+        log_store
+            .growth()
+            .set_limits(tuning.snapshot_after_logs, tuning.snapshot_after_bytes);
         Ok(Self {
             id,
             me,
@@ -437,21 +444,41 @@ impl Cluster {
         })
     }
 
-    /// Asks Raft for a snapshot whenever the log has grown past the byte limit
-    /// ([`Tuning::snapshot_after_bytes`]) since the last one, until `shutdown`.
-    pub async fn snapshot_by_size(self, shutdown: CancellationToken) {
+    /// Asks Raft for a snapshot whenever the log has grown past its entry or byte limit
+    /// ([`Tuning::snapshot_after_logs`], [`Tuning::snapshot_after_bytes`]) since the
+    /// last one, until `shutdown`. Until the member builds its first snapshot, that
+    /// snapshot is brought forward by the member's place among the voters (updated as
+    /// voters join), so that the voters do not all snapshot at once
+    /// ([`store::LogGrowth`]).
+    pub async fn snapshot_when_due(self, shutdown: CancellationToken) {
         let growth = self.log_store.growth();
+        let mut staggering = true;
+        let mut slot = None;
+        let mut stagger_poll = tokio::time::interval(SNAPSHOT_STAGGER_POLL);
         loop {
             tokio::select! {
                 () = shutdown.cancelled() => return,
                 () = growth.due() => {}
+                _ = stagger_poll.tick(), if staggering => {
+                    let now = self.voter_slot();
+                    if let Some((place, of)) = now {
+                        if now != slot {
+                            tracing::info!(place, of, "raft: staggering this member's snapshots");
+                            slot = now;
+                        }
+                        staggering = growth.set_head_start(place, of);
+                    }
+                    continue;
+                }
             }
             if !growth.is_due() {
                 continue;
             }
+            let (entries, bytes) = growth.since_snapshot();
             tracing::info!(
-                bytes = growth.since_snapshot(),
-                "raft: the log outgrew its size limit; snapshotting"
+                entries,
+                bytes,
+                "raft: the log outgrew its limit; snapshotting"
             );
             if let Err(e) = self.raft.trigger().snapshot().await {
                 tracing::warn!(error = %e, "raft: asking for a snapshot");
@@ -463,6 +490,19 @@ impl Cluster {
                 () = tokio::time::sleep(SNAPSHOT_RETRIGGER_DELAY) => {}
             }
         }
+    }
+
+    /// This member's place among the voters (by id) and their number, once it is one.
+    fn voter_slot(&self) -> Option<(u64, u64)> {
+        let metrics = self.raft.metrics();
+        let voters: Vec<NodeId> = metrics
+            .borrow()
+            .membership_config
+            .membership()
+            .voter_ids()
+            .collect();
+        let slot = voters.iter().position(|&v| v == self.id)?;
+        Some((slot as u64, voters.len() as u64))
     }
 
     /// Stops Raft (the storage is flushed by then).

@@ -129,7 +129,7 @@ pub async fn run(
         config.failure_detector.clone(),
         shutdown.clone(),
     ));
-    let snapshots = tokio::spawn(cluster.clone().snapshot_by_size(shutdown.clone()));
+    let snapshots = tokio::spawn(cluster.clone().snapshot_when_due(shutdown.clone()));
     let result = servers.await.map(|_| ());
     let _ = leader_duties.await;
     let _ = snapshots.await;

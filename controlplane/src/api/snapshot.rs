@@ -43,18 +43,22 @@ pub type ChunkStream = tokio_stream::Iter<std::vec::IntoIter<Result<pb::Snapshot
 
 /// Takes a linearizable snapshot of the state and returns it as a chunk stream.
 pub async fn save(cluster: &Cluster) -> Result<ChunkStream> {
-    let snapshot = cluster
-        .read(pb::ReadConsistency::Linearizable, State::to_snapshot)
+    // The same path as a Raft snapshot: only the objects are encoded under the read
+    // lock (which holds up apply); the event history after it.
+    let (writer, event_index) = cluster
+        .read(pb::ReadConsistency::Linearizable, |state| {
+            (state.begin_snapshot(), state.event_index())
+        })
         .await?;
     let status = cluster.status().await?;
     let header = pb::SnapshotHeader {
-        format_version: snapshot.format_version,
+        format_version: SNAPSHOT_FORMAT_VERSION,
         last_log_index: status.applied_index,
         last_log_term: status.term,
-        event_index: snapshot.event_index,
+        event_index,
         cluster_version: status.version,
     };
-    let data = tokio::task::spawn_blocking(move || compress(&snapshot.encode_to_vec()))
+    let data = tokio::task::spawn_blocking(move || compress(&writer.finish()))
         .await
         .map_err(|e| Error::Internal(format!("snapshot compression task: {e}")))??;
     let chunks: Vec<_> = chunks(header, &data).into_iter().map(Ok).collect();

@@ -124,9 +124,18 @@ pub fn open_with_history(
         recent: Arc::default(),
         growth: Arc::clone(&growth),
     };
-    let sm = StateMachineStore::load(db, snapshot, history_capacity, growth).map_err(|e| {
-        Error::Internal(format!("loading raft snapshot at {}: {e}", path.display()))
-    })?;
+    let sm = StateMachineStore::load(db, snapshot, history_capacity, Arc::clone(&growth)).map_err(
+        |e| Error::Internal(format!("loading raft snapshot at {}: {e}", path.display())),
+    )?;
+    let covered = sm.last_applied().map_or(0, |id| id.index + 1);
+    let (mut entries, mut bytes) = (0, 0);
+    for value in log_store.logs.range(index_key(covered)..).values() {
+        let value = value
+            .map_err(|e| Error::Internal(format!("reading raft log at {}: {e}", path.display())))?;
+        entries += 1;
+        bytes += value.len() as u64;
+    }
+    growth.resume(entries, bytes);
     Ok((log_store, sm))
 }
 
@@ -187,7 +196,8 @@ pub struct LogStore {
     snapshot: sled::Tree,
     /// The newest entries, shared by every clone (see [`recent`]).
     recent: Arc<RecentEntries>,
-    /// Bytes appended since the last snapshot, shared with the state machine.
+    /// Entries and bytes appended since the last snapshot, shared with the state
+    /// machine.
     growth: Arc<LogGrowth>,
 }
 
@@ -372,8 +382,8 @@ impl RaftLogStorage<TypeConfig> for LogStore {
             }
             None => StorageIOError::write_logs(ctx(&e, "writing log entries")),
         })?;
+        self.growth.appended(appended.len() as u64, total);
         self.recent.appended(appended);
-        self.growth.appended(total);
         // The entries are readable now; acknowledge them only once they are on disk.
         match self.flush().await {
             Ok(()) => {
@@ -629,7 +639,7 @@ impl RaftSnapshotBuilder<TypeConfig> for StateMachineStore {
         // The state and how far it has applied, taken together under the read lock.
         let (writer, applied) = {
             let state = self.inner.state.read().await;
-            self.inner.growth.snapshotted();
+            self.inner.growth.snapshot_built();
             (state.begin_snapshot(), self.inner.applied())
         };
         let locked = started.elapsed();
@@ -723,7 +733,7 @@ impl RaftStateMachine<TypeConfig> for StateMachineStore {
         };
         let mut state = self.inner.state.write().await;
         *state = new_state;
-        self.inner.growth.snapshotted();
+        self.inner.growth.snapshot_installed();
         self.inner.set_applied_and_publish(&state, applied);
         drop(state);
         tracing::info!(%meta, bytes = data.len(), "raft store: installed snapshot");
