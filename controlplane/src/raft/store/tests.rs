@@ -205,6 +205,60 @@ async fn truncate_and_purge_survive_reopen() {
     assert!(log.try_get_log_entries(..).await.unwrap().is_empty());
 }
 
+/// A purge returns once the purged id is recorded; its entries are deleted after. What
+/// a crash leaves below the purged id is not part of the log, and the next purge
+/// deletes it.
+#[tokio::test]
+async fn purged_entries_left_on_disk_are_not_read_and_go_with_the_next_purge() {
+    let dir = tempfile::tempdir().unwrap();
+    {
+        let (mut log, _sm) = open(dir.path()).unwrap();
+        log.blocking_append((0..=9).map(|i| blank(1, i)))
+            .await
+            .unwrap();
+        log.purge(log_id(1, 3)).await.unwrap();
+        // As if the process died before the background deletion: put two back.
+        for i in [2, 3] {
+            let entry = convert::encode_entry(&blank(1, i));
+            log.logs.insert(index_key(i), entry).unwrap();
+        }
+        log.flush().await.unwrap();
+    }
+    let (mut log, _sm) = open(dir.path()).unwrap();
+    let indexes = |entries: Vec<Entry>| entries.iter().map(|e| e.log_id.index).collect::<Vec<_>>();
+    assert_eq!(
+        indexes(log.try_get_log_entries(..).await.unwrap()),
+        [4, 5, 6, 7, 8, 9]
+    );
+    assert_eq!(
+        indexes(log.try_get_log_entries(2..6).await.unwrap()),
+        [4, 5]
+    );
+    let state = log.get_log_state().await.unwrap();
+    assert_eq!(state.last_purged_log_id, Some(log_id(1, 3)));
+    assert_eq!(state.last_log_id, Some(log_id(1, 9)));
+
+    log.purge(log_id(1, 5)).await.unwrap();
+    assert_eq!(
+        indexes(log.try_get_log_entries(..).await.unwrap()),
+        [6, 7, 8, 9]
+    );
+    // The deletion runs in the background: wait for it.
+    let deadline = std::time::Instant::now() + std::time::Duration::from_secs(10);
+    while log.logs.len() != 4 {
+        assert!(
+            std::time::Instant::now() < deadline,
+            "{} entries left",
+            log.logs.len()
+        );
+        tokio::time::sleep(std::time::Duration::from_millis(10)).await;
+    }
+    assert_eq!(
+        log.logs.first().unwrap().map(|(k, _)| key_index(&k)),
+        Some(Some(6))
+    );
+}
+
 #[tokio::test]
 async fn apply_tracks_membership_and_publishes_the_event_index() {
     let dir = tempfile::tempdir().unwrap();
