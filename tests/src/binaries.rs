@@ -54,6 +54,16 @@ pub fn set_echo_logs(echo: bool) {
     ECHO_LOGS.store(echo, std::sync::atomic::Ordering::Relaxed);
 }
 
+/// Directory that keeps every process's log lines, if set (see [`set_log_dir`]).
+static LOG_DIR: std::sync::Mutex<Option<PathBuf>> = std::sync::Mutex::new(None);
+
+/// Appends the log lines of every process started from now on to `DIR/NAME.log` (NAME
+/// being the process's echo prefix, such as `cp1`), so a benchmark's slow round can be
+/// explained afterwards. Lines carry their own timestamps.
+pub fn set_log_dir(dir: Option<PathBuf>) {
+    *LOG_DIR.lock().unwrap_or_else(|e| e.into_inner()) = dir;
+}
+
 /// One running process. Its stderr (JSON log lines) is echoed to the test's output with
 /// a prefix, and each line is also offered to [`Process::wait_for_log`].
 pub struct Process {
@@ -107,11 +117,31 @@ impl Process {
         let (tx, logs) = mpsc::unbounded_channel();
         let prefix = name.to_owned();
         let echo = ECHO_LOGS.load(std::sync::atomic::Ordering::Relaxed);
+        let log_dir = LOG_DIR.lock().unwrap_or_else(|e| e.into_inner()).clone();
+        let mut kept = match log_dir {
+            Some(dir) => {
+                let path = dir.join(format!("{name}.log"));
+                let file = std::fs::OpenOptions::new()
+                    .create(true)
+                    .append(true)
+                    .open(&path)
+                    .with_context(|| format!("open {}", path.display()))?;
+                Some(std::io::LineWriter::new(file))
+            }
+            None => None,
+        };
         tokio::spawn(async move {
+            use std::io::Write;
             let mut lines = BufReader::new(stderr).lines();
             while let Ok(Some(line)) = lines.next_line().await {
                 if echo {
                     eprintln!("[{prefix}] {line}");
+                }
+                // A full disk only loses the copy, never the process's run.
+                if let Some(file) = &mut kept
+                    && writeln!(file, "{line}").is_err()
+                {
+                    kept = None;
                 }
                 if let Ok(value) = serde_json::from_str(&line) {
                     let _ = tx.send(value);

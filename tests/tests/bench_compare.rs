@@ -68,6 +68,8 @@ async fn compare_runs_both_sides_and_writes_the_results_file() -> anyhow::Result
         ])
         .arg("--out")
         .arg(&out)
+        .arg("--logs-dir")
+        .arg(dir.path().join("logs"))
         .kill_on_drop(true)
         .output();
     let output = tokio::time::timeout(Duration::from_secs(600), run).await??;
@@ -81,6 +83,14 @@ async fn compare_runs_both_sides_and_writes_the_results_file() -> anyhow::Result
     assert!(
         stdout.contains("writes/s, 4 clients"),
         "table printed:\n{stdout}"
+    );
+
+    // The members' log lines were kept.
+    let cp1 = std::fs::read_to_string(dir.path().join("logs/cp1.log"))?;
+    assert!(
+        cp1.lines().any(|l| l.contains("\"control plane serving\"")),
+        "cp1.log: {}",
+        &cp1[..cp1.len().min(2000)]
     );
 
     let results: serde_json::Value = serde_json::from_slice(&std::fs::read(&out)?)?;

@@ -57,6 +57,10 @@ pub struct Options {
     /// Interleaved rounds of each comparison (medians are reported).
     #[arg(long, default_value_t = 3)]
     pub rounds: usize,
+    /// Keep the log lines of every process the run starts in this directory
+    /// (`NAME.log`, appended), to explain a slow round afterwards.
+    #[arg(long)]
+    pub logs_dir: Option<std::path::PathBuf>,
     /// Seconds of load per Raft level and round.
     #[arg(long, default_value_t = 5)]
     pub seconds: u64,
@@ -177,6 +181,11 @@ pub async fn run(options: Options) -> anyhow::Result<()> {
         }
     }
     constellation_tests::binaries::set_echo_logs(false);
+    if let Some(dir) = &options.logs_dir {
+        std::fs::create_dir_all(dir)
+            .map_err(|e| anyhow::anyhow!("creating --logs-dir {}: {e}", dir.display()))?;
+        constellation_tests::binaries::set_log_dir(Some(dir.clone()));
+    }
     let started_at = humantime::format_rfc3339_seconds(std::time::SystemTime::now());
     let mut rows = Vec::new();
     let mut sections = serde_json::Map::new();
