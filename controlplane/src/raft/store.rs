@@ -119,7 +119,7 @@ pub fn open_with_history(
     let meta = tree(META_TREE)?;
     let snapshot = tree(SNAPSHOT_TREE)?;
     let growth = Arc::new(LogGrowth::default());
-    let mut log_store = LogStore {
+    let log_store = LogStore {
         logs,
         meta,
         snapshot: snapshot.clone(),
@@ -131,12 +131,15 @@ pub fn open_with_history(
     let last_purged = log_store
         .read_log_id(KEY_LAST_PURGED, "last purged")
         .map_err(|e| Error::Internal(format!("reading raft store at {}: {e}", path.display())))?;
-    log_store.first_readable = Arc::new(AtomicU64::new(
+    log_store.first_readable.store(
         last_purged.map_or(0, |id| id.index.saturating_add(1)),
-    ));
+        Ordering::Release,
+    );
     let sm = StateMachineStore::load(db, snapshot, history_capacity, Arc::clone(&growth)).map_err(
         |e| Error::Internal(format!("loading raft snapshot at {}: {e}", path.display())),
     )?;
+    // What the log holds past the snapshot counts toward the next one. A read of at
+    // most a limit's worth of log (64 MiB by default) normally, once per start.
     let covered = sm.last_applied().map_or(0, |id| id.index + 1);
     let (mut entries, mut bytes) = (0, 0);
     for value in log_store.logs.range(index_key(covered)..).values() {
@@ -324,17 +327,11 @@ impl RaftLogStorage<TypeConfig> for LogStore {
             Some((key, value)) => Some(Self::decode_entry(&key, &value)?.log_id),
             None => None,
         };
-        // Everything purged: what `logs` still holds is purged entries not yet deleted.
-        let last_log_id = match last_entry {
-            Some(id)
-                if last_purged_log_id
-                    .as_ref()
-                    .is_none_or(|p| id.index > p.index) =>
-            {
-                Some(id)
-            }
-            _ => last_purged_log_id,
-        };
+        // An entry at or below the purged id is one not yet deleted (see `purge`): then
+        // everything is purged.
+        let last_log_id = last_entry
+            .filter(|id| last_purged_log_id.is_none_or(|p| id.index > p.index))
+            .or(last_purged_log_id);
         Ok(LogState {
             last_purged_log_id,
             last_log_id,
